@@ -1,0 +1,269 @@
+package config
+
+import "time"
+
+// The file format. Every struct here is decoded by decode.go, which knows
+// these field types and tag options:
+//
+//	yaml:"key"            the YAML key
+//	yaml:"key,required"   missing (or null) is an error
+//	yaml:"key,negative"   a Duration that may be negative (flush_interval)
+//
+// A SecretRef field tagged "name" is written in YAML as name_file or
+// name_env (exactly one); a bare "name:" is refused as an inline secret.
+// Defaults are applied in build.go, not here, so that a key's absence
+// stays visible to the validation step.
+
+// Duration is a Go duration string in the file ("30m", "8760h", "-1ms").
+type Duration time.Duration
+
+// CIDR is a network prefix in the file ("10.0.0.0/8", "::/0"); the decoder
+// checks it is one.
+type CIDR string
+
+// SecretRef says where a secret comes from: a file or an environment
+// variable. Path and Line locate it in the file for later messages.
+type SecretRef struct {
+	File string
+	Env  string
+	Path string // key path of the secret, e.g. "mfa.key"
+	Line int    // line of the *_file or *_env key, 0 when absent
+}
+
+// IsSet reports whether the file gave a source for the secret.
+func (s SecretRef) IsSet() bool { return s.File != "" || s.Env != "" }
+
+// File is the whole configuration file.
+type File struct {
+	Instance    string          `yaml:"instance"`
+	DataDir     string          `yaml:"data_dir"`
+	AdminSocket string          `yaml:"admin_socket"`
+	Log         LogSection      `yaml:"log"`
+	Gateway     GatewaySection  `yaml:"gateway,required"`
+	Identity    IdentitySection `yaml:"identity,required"`
+	MFA         MFASection      `yaml:"mfa,required"`
+	Session     SessionSection  `yaml:"session,required"`
+	Store       StoreSection    `yaml:"store"`
+	Audit       AuditSection    `yaml:"audit"`
+	Policy      PolicySection   `yaml:"policy,required"`
+	// Bastion is optional: absent means no SSH bastion.
+	Bastion *BastionSection `yaml:"bastion"`
+}
+
+// LogSection configures the process log (stderr).
+type LogSection struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // json (default) | text
+}
+
+// GatewaySection maps to gateway.Config.
+type GatewaySection struct {
+	Listen         string         `yaml:"listen"`
+	HTTPListen     string         `yaml:"http_listen"`
+	AccessHost     string         `yaml:"access_host,required"`
+	PublicPort     int            `yaml:"public_port"`
+	TrustedProxies []CIDR         `yaml:"trusted_proxies"`
+	HSTSMaxAge     Duration       `yaml:"hsts_max_age"`
+	AssertionTTL   Duration       `yaml:"assertion_ttl"`
+	LoginTimeout   Duration       `yaml:"login_timeout"`
+	TLS            TLSSection     `yaml:"tls,required"`
+	Routes         []RouteSection `yaml:"routes"`
+}
+
+// TLSSection maps to gateway.TLSConfig.
+type TLSSection struct {
+	Mode     string      `yaml:"mode,required"` // acme | files
+	CertFile string      `yaml:"cert_file"`
+	KeyFile  string      `yaml:"key_file"`
+	ACME     ACMESection `yaml:"acme"`
+}
+
+// ACMESection maps to gateway.ACMEConfig.
+type ACMESection struct {
+	Email          string `yaml:"email"`
+	DirectoryURL   string `yaml:"directory_url"`
+	CARootFile     string `yaml:"ca_root_file"`
+	StoragePath    string `yaml:"storage_path"`
+	AltHTTPPort    int    `yaml:"alt_http_port"`
+	AltTLSALPNPort int    `yaml:"alt_tls_alpn_port"`
+	DisableHTTP01  bool   `yaml:"disable_http01"`
+	DisableTLSALPN bool   `yaml:"disable_tls_alpn"`
+}
+
+// RouteSection maps to gateway.Route.
+type RouteSection struct {
+	Name           string   `yaml:"name,required"`
+	Host           string   `yaml:"host,required"`
+	PathPrefix     string   `yaml:"path_prefix"`
+	Upstream       string   `yaml:"upstream,required"`
+	PreserveHost   bool     `yaml:"preserve_host"`
+	FlushInterval  Duration `yaml:"flush_interval,negative"`
+	UpstreamCAFile string   `yaml:"upstream_ca_file"`
+}
+
+// IdentitySection maps to identity.Config.
+type IdentitySection struct {
+	Issuer       string    `yaml:"issuer,required"`
+	ClientID     string    `yaml:"client_id,required"`
+	ClientSecret SecretRef `yaml:"client_secret,required"`
+	RedirectURL  string    `yaml:"redirect_url"`
+	Scopes       []string  `yaml:"scopes"`
+	GroupsClaim  string    `yaml:"groups_claim"`
+	EmailClaim   string    `yaml:"email_claim"`
+	AllowedAlgs  []string  `yaml:"allowed_algs"`
+}
+
+// MFASection maps to mfa.Config.
+type MFASection struct {
+	Issuer        string    `yaml:"issuer"`
+	Key           SecretRef `yaml:"key,required"`
+	Skew          int       `yaml:"skew"`
+	RecoveryCodes int       `yaml:"recovery_codes"`
+}
+
+// SessionSection maps to session.Config, plus the gateway's assertion key.
+type SessionSection struct {
+	IdleTimeout     Duration  `yaml:"idle_timeout"`
+	AbsoluteTimeout Duration  `yaml:"absolute_timeout"`
+	CookieName      string    `yaml:"cookie_name"`
+	CookieKey       SecretRef `yaml:"cookie_key,required"`
+	AssertionKey    SecretRef `yaml:"assertion_key,required"`
+}
+
+// StoreSection selects and configures the state store.
+type StoreSection struct {
+	Backend string       `yaml:"backend"` // embedded (default) | redis
+	Path    string       `yaml:"path"`    // embedded: default <data_dir>/state.db
+	Redis   RedisSection `yaml:"redis"`
+}
+
+// RedisSection maps to store.RedisConfig.
+type RedisSection struct {
+	Addr         string          `yaml:"addr"`
+	Username     string          `yaml:"username"`
+	Password     SecretRef       `yaml:"password"`
+	DB           int             `yaml:"db"`
+	TLS          RedisTLSSection `yaml:"tls"`
+	Sentinel     SentinelSection `yaml:"sentinel"`
+	KeyPrefix    string          `yaml:"key_prefix"`
+	DialTimeout  Duration        `yaml:"dial_timeout"`
+	ReadTimeout  Duration        `yaml:"read_timeout"`
+	WriteTimeout Duration        `yaml:"write_timeout"`
+}
+
+// RedisTLSSection builds the *tls.Config for Redis connections.
+type RedisTLSSection struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`
+	ServerName string `yaml:"server_name"`
+	CertFile   string `yaml:"cert_file"` // client certificate (mutual TLS)
+	KeyFile    string `yaml:"key_file"`
+}
+
+// SentinelSection enables Redis Sentinel.
+type SentinelSection struct {
+	Master   string    `yaml:"master"`
+	Addrs    []string  `yaml:"addrs"`
+	Password SecretRef `yaml:"password"`
+}
+
+// AuditSection maps to audit.FileConfig.
+type AuditSection struct {
+	Dir           string   `yaml:"dir"` // default <data_dir>/audit
+	FlushInterval Duration `yaml:"flush_interval"`
+	Buffer        int      `yaml:"buffer"`
+}
+
+// PolicySection maps to authz.PolicyConfig.
+type PolicySection struct {
+	AllowedCIDRs []CIDR          `yaml:"allowed_cidrs"`
+	Apps         []AppSection    `yaml:"apps"`
+	Targets      []TargetSection `yaml:"targets"`
+	Roles        []RoleSection   `yaml:"roles"`
+}
+
+// AppSection adds policy settings to the app a route defines.
+type AppSection struct {
+	Name         string `yaml:"name,required"`
+	AllowedCIDRs []CIDR `yaml:"allowed_cidrs"`
+	Public       bool   `yaml:"public"`
+}
+
+// TargetSection adds policy settings to a target bastion.targets defines
+// (as AppSection does for routes). Labels belong to the bastion target;
+// the key is accepted only to say so.
+type TargetSection struct {
+	Name         string            `yaml:"name,required"`
+	Labels       map[string]string `yaml:"labels"`
+	AllowedCIDRs []CIDR            `yaml:"allowed_cidrs"`
+}
+
+// RoleSection maps to authz.RoleConfig.
+type RoleSection struct {
+	Name          string        `yaml:"name,required"`
+	Groups        []string      `yaml:"groups"`
+	Users         []string      `yaml:"users"`
+	AllowedCIDRs  []CIDR        `yaml:"allowed_cidrs"`
+	MaxSessionTTL Duration      `yaml:"max_session_ttl"`
+	RequireMFA    *bool         `yaml:"require_mfa"`
+	Admin         bool          `yaml:"admin"`
+	Allow         []RuleSection `yaml:"allow"`
+	Deny          []RuleSection `yaml:"deny"`
+	PerSessionMFA bool          `yaml:"per_session_mfa"`
+	FileTransfer  bool          `yaml:"file_transfer"`
+	PortForwards  []string      `yaml:"port_forwards"`
+	AgentForward  bool          `yaml:"agent_forward"`
+}
+
+// RuleSection maps to authz.Rule.
+type RuleSection struct {
+	Apps         []string          `yaml:"apps"`
+	PathPrefixes []string          `yaml:"path_prefixes"`
+	Methods      []string          `yaml:"methods"`
+	Logins       []string          `yaml:"logins"`
+	Targets      []string          `yaml:"targets"`
+	TargetLabels map[string]string `yaml:"target_labels"`
+}
+
+// BastionSection maps to bastion.Config. The user CA key is also the key
+// the gateway's SSH certificate authority signs with: one key, so the
+// certificates it issues are exactly the ones the bastion trusts.
+type BastionSection struct {
+	Listen              string                 `yaml:"listen"`
+	HostKeyFiles        []string               `yaml:"host_key_files,required"`
+	UserCAKey           SecretRef              `yaml:"user_ca_key,required"`
+	UpstreamCAKey       SecretRef              `yaml:"upstream_ca_key,required"`
+	Targets             []BastionTargetSection `yaml:"targets"`
+	EnvAllowlist        []string               `yaml:"env_allowlist"`
+	IdleTimeout         Duration               `yaml:"idle_timeout"`
+	KeepaliveInterval   Duration               `yaml:"keepalive_interval"`
+	KeepaliveMax        int                    `yaml:"keepalive_max"`
+	MaxAuthTries        int                    `yaml:"max_auth_tries"`
+	HandshakeTimeout    Duration               `yaml:"handshake_timeout"`
+	UpstreamDialTimeout Duration               `yaml:"upstream_dial_timeout"`
+	RecordingDir        string                 `yaml:"recording_dir"` // default <data_dir>/recordings
+	RecordInput         bool                   `yaml:"record_input"`
+	// PublicAddr is the host:port users ssh to (shown by portcullis
+	// login); default <gateway.access_host>:<port of listen>.
+	PublicAddr string `yaml:"public_addr"`
+	// ApprovalLogin lets clients without a certificate log in by
+	// keyboard-interactive, approving the connection in the browser on
+	// the access host (default true).
+	ApprovalLogin   *bool    `yaml:"approval_login"`
+	ApprovalTimeout Duration `yaml:"approval_timeout"`
+	// CertBindSourceIP binds certificates from portcullis login to the
+	// login's IP address (off by default: laptops change networks).
+	CertBindSourceIP bool `yaml:"cert_bind_source_ip"`
+}
+
+// BastionTargetSection maps to bastion.Target, and to the policy target of
+// the same name. Exactly one of the four host key settings is given.
+type BastionTargetSection struct {
+	Name        string            `yaml:"name,required"`
+	Addr        string            `yaml:"addr,required"`
+	Labels      map[string]string `yaml:"labels"`
+	HostKey     string            `yaml:"host_key"`      // the target's public host key (authorized_keys line)
+	HostKeyFile string            `yaml:"host_key_file"` // ... read from a .pub file
+	HostCA      string            `yaml:"host_ca"`       // a CA signing its host certificates (public key line)
+	HostCAFile  string            `yaml:"host_ca_file"`  // ... read from a .pub file
+}
