@@ -82,12 +82,12 @@ func (r *PrivateRedis) Stop() {
 // FreePort asks the kernel for a free TCP port on 127.0.0.1.
 func FreePort(t TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, release, err := reservePort()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(release)
+	return port
 }
 
 // WaitTCP waits until addr accepts connections.
