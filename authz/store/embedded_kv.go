@@ -279,6 +279,25 @@ func (e *Embedded) PutLock(ctx context.Context, l Lock) error {
 	})
 }
 
+// AddLock stores l unless subject already has a live lock.
+func (e *Embedded) AddLock(ctx context.Context, l Lock) (bool, error) {
+	if err := checkLock(l); err != nil {
+		return false, err
+	}
+	added := false
+	err := e.update(ctx, func(tx *bbolt.Tx) error {
+		switch _, err := e.getLock(tx, []byte(l.Subject)); {
+		case err == nil:
+			return nil
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		added = true
+		return tx.Bucket(bucketLocks).Put([]byte(l.Subject), encodeLock(l))
+	})
+	return added && err == nil, err
+}
+
 // getLock returns the live lock on subject or ErrNotFound.
 func (e *Embedded) getLock(tx *bbolt.Tx, subject []byte) (Lock, error) {
 	v := tx.Bucket(bucketLocks).Get(subject)

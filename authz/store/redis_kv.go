@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -224,6 +226,36 @@ func (r *Redis) PutLock(ctx context.Context, l Lock) error {
 		return err
 	}
 	return r.wrap(r.c.HSet(ctx, r.locksKey(), l.Subject, encodeLock(l)).Err())
+}
+
+// AddLock stores l unless subject already has a live lock. HSETNX makes
+// the common case atomic; an expired lock in the way is removed with a
+// compare-and-delete (so a newer lock is never removed) and the add retried.
+func (r *Redis) AddLock(ctx context.Context, l Lock) (bool, error) {
+	if err := checkLock(l); err != nil {
+		return false, err
+	}
+	rec := encodeLock(l)
+	for range 3 {
+		added, err := r.c.HSetNX(ctx, r.locksKey(), l.Subject, rec).Result()
+		if err != nil || added {
+			return added, r.wrap(err)
+		}
+		raw, err := r.c.HGet(ctx, r.locksKey(), l.Subject).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // lifted in between: try again
+		} else if err != nil {
+			return false, r.wrap(err)
+		}
+		// A corrupt record counts as a live lock: fail closed.
+		if _, live, err := r.decodeLock(l.Subject, raw); err != nil || live {
+			return false, nil
+		}
+		if err := deleteIfScript.Run(ctx, r.c, []string{r.locksKey()}, l.Subject, raw).Err(); err != nil {
+			return false, r.wrap(err)
+		}
+	}
+	return false, fmt.Errorf("%w: lock %s contended", ErrUnavailable, l.Subject)
 }
 
 // decodeLock returns the lock and whether it is live.

@@ -111,6 +111,10 @@ type Counters interface {
 // Locks stores account and source locks.
 type Locks interface {
 	PutLock(ctx context.Context, l Lock) error
+	// AddLock stores l only when subject has no live lock and reports
+	// whether it did: of many instances deciding to lock at once, exactly
+	// one wins and raises the alert.
+	AddLock(ctx context.Context, l Lock) (bool, error)
 	GetLock(ctx context.Context, subject string) (Lock, error) // ErrNotFound
 	DeleteLock(ctx context.Context, subject string) error
 	ListLocks(ctx context.Context) ([]Lock, error)

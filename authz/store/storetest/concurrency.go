@@ -57,6 +57,21 @@ func testConcurrency(t *testing.T, h Harness) {
 			t.Fatalf("%d of %d concurrent claims won, want exactly 1", wins, racers)
 		}
 	})
+	t.Run("AddLock first wins", func(t *testing.T) {
+		e := newEnv(t, h)
+		n := 0
+		var mu sync.Mutex
+		wins := race(t, e, func(s store.Store) (bool, error) {
+			mu.Lock()
+			n++
+			ref := fmt.Sprintf("INC-%d", n)
+			mu.Unlock()
+			return s.AddLock(bg(t), store.Lock{Subject: "user:raced", Reason: "r", Ref: ref})
+		})
+		if wins != 1 {
+			t.Fatalf("%d of %d concurrent AddLock calls won, want exactly 1", wins, racers)
+		}
+	})
 	t.Run("ConsumeRecoveryCode once", func(t *testing.T) {
 		e := newEnv(t, h)
 		ok(t, e.s.PutRecoveryCodes(bg(t), "u1", []string{"h1", "h2"}), "PutRecoveryCodes")

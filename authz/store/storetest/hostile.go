@@ -54,6 +54,10 @@ func keyedCalls(k string, exp time.Time) []Method {
 		m("Incr", func(ctx context.Context, s store.Store) error { _, err := s.Incr(ctx, k, 1, time.Hour); return err }),
 		m("Count", func(ctx context.Context, s store.Store) error { _, err := s.Count(ctx, k); return err }),
 		m("PutLock", func(ctx context.Context, s store.Store) error { return s.PutLock(ctx, store.Lock{Subject: k}) }),
+		m("AddLock", func(ctx context.Context, s store.Store) error {
+			_, err := s.AddLock(ctx, store.Lock{Subject: k})
+			return err
+		}),
 		m("GetLock", func(ctx context.Context, s store.Store) error { _, err := s.GetLock(ctx, k); return err }),
 		m("DeleteLock", func(ctx context.Context, s store.Store) error { return s.DeleteLock(ctx, k) }),
 		m("PutEphemeral", func(ctx context.Context, s store.Store) error {

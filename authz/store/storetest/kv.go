@@ -222,6 +222,36 @@ func testLocks(t *testing.T, h Harness) {
 			t.Fatalf("ListLocks after delete = %+v", all)
 		}
 	})
+	t.Run("add only when not locked", func(t *testing.T) {
+		e := newEnv(t, h)
+		ctx := bg(t)
+		now := e.clock.Now()
+		first := store.Lock{Subject: "ip:192.0.2.7", Reason: "ip-failures", CreatedAt: now, ExpiresAt: now.Add(hour)}
+		added, err := e.s.AddLock(ctx, first)
+		ok(t, err, "AddLock")
+		if !added {
+			t.Fatal("AddLock on a free subject did not add")
+		}
+		added, err = e.s.AddLock(ctx, store.Lock{Subject: "ip:192.0.2.7", Reason: "other", CreatedAt: now})
+		ok(t, err, "AddLock(second)")
+		if added {
+			t.Fatal("AddLock replaced a live lock")
+		}
+		got, err := e.s.GetLock(ctx, first.Subject)
+		ok(t, err, "GetLock")
+		sameLock(t, got, first, "GetLock after a refused AddLock")
+		// Once the first expired, a new one may take its place.
+		e.clock.Advance(hour)
+		second := store.Lock{Subject: "ip:192.0.2.7", Reason: "ip-failures", Detail: "again", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(2 * hour)}
+		added, err = e.s.AddLock(ctx, second)
+		ok(t, err, "AddLock(after expiry)")
+		if !added {
+			t.Fatal("AddLock did not replace an expired lock")
+		}
+		got, err = e.s.GetLock(ctx, first.Subject)
+		ok(t, err, "GetLock")
+		sameLock(t, got, second, "GetLock after re-adding")
+	})
 	t.Run("expiry by injected clock", func(t *testing.T) {
 		e := newEnv(t, h)
 		ctx := bg(t)

@@ -48,6 +48,10 @@ func Methods() []Method {
 		{"Incr", func(ctx context.Context, s store.Store) error { _, err := s.Incr(ctx, "c", 1, time.Minute); return err }},
 		{"Count", func(ctx context.Context, s store.Store) error { _, err := s.Count(ctx, "c"); return err }},
 		{"PutLock", func(ctx context.Context, s store.Store) error { return s.PutLock(ctx, store.Lock{Subject: "user:u"}) }},
+		{"AddLock", func(ctx context.Context, s store.Store) error {
+			_, err := s.AddLock(ctx, store.Lock{Subject: "user:u"})
+			return err
+		}},
 		{"GetLock", func(ctx context.Context, s store.Store) error { _, err := s.GetLock(ctx, "user:u"); return err }},
 		{"DeleteLock", func(ctx context.Context, s store.Store) error { return s.DeleteLock(ctx, "user:u") }},
 		{"ListLocks", func(ctx context.Context, s store.Store) error { _, err := s.ListLocks(ctx); return err }},
