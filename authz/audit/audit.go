@@ -26,6 +26,10 @@ const (
 	TypeRequestRejected = "request.rejected"  // malformed input refused before authz (bad path, bad cookie…)
 	TypeAdmin           = "admin"             // admin API action
 	TypeConfigReload    = "config.reload"     //
+	TypeRiskLock        = "risk.lock"         // account locked (signal, count and threshold in Attrs)
+	TypeRiskBlock       = "risk.block"        // source address or network blocked for a while
+	TypeRiskUnlock      = "risk.unlock"       // lock or block lifted by an admin
+	TypeRiskAnomaly     = "risk.anomaly"      // new network, unusual hour, usage far above baseline
 )
 
 // Event is one audit record. Keys are stable; add fields, never rename.

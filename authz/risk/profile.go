@@ -1,0 +1,166 @@
+package risk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/store"
+)
+
+// profile is a user's login history and usage baselines, one JSON record
+// in the store. Instances update it read-modify-write: a rare lost update
+// only makes a baseline slightly less precise, never grants anything.
+type profile struct {
+	Logins   int                  `json:"logins"`
+	Networks map[string]time.Time `json:"networks,omitempty"` // /24 or /64 → last seen
+	Hours    [24]int              `json:"hours"`              // logins per UTC hour
+	// RateEWMA is requests per active minute, BytesEWMA bytes per active
+	// hour; Minutes and HoursActive count how many went into them.
+	RateEWMA    float64 `json:"rate_ewma,omitempty"`
+	Minutes     int     `json:"minutes,omitempty"`
+	BytesEWMA   float64 `json:"bytes_ewma,omitempty"`
+	HoursActive int     `json:"hours_active,omitempty"`
+}
+
+const (
+	maxNetworks = 64
+	profileTTL  = 400 * 24 * time.Hour
+)
+
+func profileKey(userID string) string { return "risk-profile:" + userID }
+
+func (e *Engine) loadProfile(ctx context.Context, userID string) (profile, error) {
+	var p profile
+	b, err := e.st.GetEphemeral(ctx, profileKey(userID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return p, nil
+	case err != nil:
+		return p, unavailable(err)
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		// A corrupt profile is rebuilt; meanwhile every login looks new,
+		// which errs on the side of asking for TOTP again.
+		e.log.ErrorContext(ctx, "corrupt risk profile, starting afresh", "user_id", userID, "err", err)
+		return profile{}, nil
+	}
+	return p, nil
+}
+
+func (e *Engine) saveProfile(ctx context.Context, userID string, p profile) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := e.st.PutEphemeral(ctx, profileKey(userID), b, profileTTL); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// LoginRisk is the assessment of a login.
+type LoginRisk struct {
+	// StepUp asks for the second factor again (SSH: a per-connection TOTP
+	// prompt) because the login comes from a network new for this user.
+	StepUp bool
+	// Anomalies are the reason codes found (ReasonNewNetwork, ReasonOddHour).
+	Anomalies []string
+}
+
+// Assess looks at a login of userID from ip (via "web" or "ssh") against
+// the user's history. Anomalies are audited and alerted; they never lock
+// by themselves. It does not record the login: call Record once every
+// factor has passed, so a failed attempt never makes a network "known".
+func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via string) (LoginRisk, error) {
+	c := e.cfg.Load()
+	var lr LoginRisk
+	if c.Disabled || userID == "" || !ip.IsValid() {
+		return lr, nil
+	}
+	p, err := e.loadProfile(ctx, userID)
+	if err != nil {
+		return lr, err
+	}
+	if p.Logins < c.LearnLogins {
+		return lr, nil // still learning this user's habits
+	}
+	_, network := sources(ip)
+	now := e.now().UTC()
+	if _, seen := p.Networks[network.String()]; !seen {
+		lr.Anomalies = append(lr.Anomalies, ReasonNewNetwork)
+		lr.StepUp = !c.NoNewNetworkStepUp
+		e.anomaly(ctx, userID, ip, ReasonNewNetwork, fmt.Sprintf("%s login from %s, not among the %d networks of %d logins", via, network, len(p.Networks), p.Logins), map[string]string{"network": network.String(), "via": via})
+	}
+	if !usualHour(p.Hours, now.Hour(), c.HourTolerance) {
+		lr.Anomalies = append(lr.Anomalies, ReasonOddHour)
+		e.anomaly(ctx, userID, ip, ReasonOddHour, fmt.Sprintf("%s login at %02d:00 UTC, outside the hours of %d logins", via, now.Hour(), p.Logins), map[string]string{"hour": strconv.Itoa(now.Hour()), "via": via})
+	}
+	return lr, nil
+}
+
+func usualHour(hours [24]int, h, tol int) bool {
+	for d := -tol; d <= tol; d++ {
+		if hours[((h+d)%24+24)%24] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Record adds a successful login of userID from ip to their history.
+func (e *Engine) Record(ctx context.Context, userID string, ip netip.Addr) error {
+	if e.cfg.Load().Disabled || userID == "" || !ip.IsValid() {
+		return nil
+	}
+	p, err := e.loadProfile(ctx, userID)
+	if err != nil {
+		return err
+	}
+	now := e.now().UTC()
+	_, network := sources(ip)
+	if p.Networks == nil {
+		p.Networks = map[string]time.Time{}
+	}
+	p.Networks[network.String()] = now
+	if len(p.Networks) > maxNetworks { // forget the least recently seen
+		type seen struct {
+			n string
+			t time.Time
+		}
+		all := make([]seen, 0, len(p.Networks))
+		for n, t := range p.Networks {
+			all = append(all, seen{n, t})
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i].t.Before(all[j].t) })
+		for _, s := range all[:len(all)-maxNetworks] {
+			delete(p.Networks, s.n)
+		}
+	}
+	p.Hours[now.Hour()]++
+	p.Logins++
+	return e.saveProfile(ctx, userID, p)
+}
+
+// anomaly audits and alerts a finding that does not lock by itself.
+func (e *Engine) anomaly(ctx context.Context, userID string, ip netip.Addr, reason, detail string, attrs map[string]string) {
+	src := ""
+	if ip.IsValid() {
+		src = ip.Unmap().String()
+	}
+	e.log.WarnContext(ctx, "login anomaly", "user_id", userID, "reason", reason, "detail", detail)
+	e.opts.Audit.Emit(ctx, audit.Event{Type: audit.TypeRiskAnomaly, UserID: userID, SourceIP: src,
+		Reason: reason, Attrs: attrs})
+	key := reason
+	if n := attrs["network"]; n != "" {
+		key += ":" + n
+	}
+	e.alert(Alert{Kind: "anomaly", Subject: UserSubject(userID), Reason: reason, UserID: userID,
+		SourceIP: src, Detail: detail, dedupKey: key})
+}
