@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
@@ -36,6 +37,7 @@ type Config struct {
 	Session  session.Config
 	Store    StoreConfig
 	Audit    audit.FileConfig
+	Risk     risk.Config
 
 	Policy authz.PolicyConfig
 	// Compiled is Policy compiled (Load has already run authz.Compile).

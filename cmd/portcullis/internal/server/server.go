@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
@@ -53,6 +54,7 @@ type Instance struct {
 	Sessions *session.Manager
 	MFA      *mfa.Manager
 	Identity *identity.Provider
+	Risk     *risk.Engine
 	Gateway  *gateway.Gateway
 	// The SSH side, nil without a bastion section: the user CA the gateway
 	// issues certificates with, their revocations, and the bastion.
@@ -115,6 +117,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		return in, err
 	}
 	if err := in.openSSHCA(cfg, opts); err != nil {
+		return in, err
+	}
+	if err := in.openRisk(bg, cfg, opts); err != nil {
 		return in, err
 	}
 	in.Gateway, err = gateway.New(cfg.Gateway, gateway.Deps{
