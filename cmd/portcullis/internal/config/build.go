@@ -147,6 +147,7 @@ func (b *builder) build(f *File) *Config {
 		targets = f.Bastion.Targets
 	}
 	c.Policy, c.Compiled = b.policy(f.Policy, f.Gateway.Routes, targets)
+	c.Risk = b.risk(f.Risk)
 	return c
 }
 
@@ -201,6 +202,7 @@ func (b *builder) gateway(s GatewaySection, c *Config) gateway.Config {
 		HSTSMaxAge:   time.Duration(s.HSTSMaxAge),
 		AssertionTTL: time.Duration(s.AssertionTTL),
 		LoginTimeout: time.Duration(s.LoginTimeout),
+		StoreGrace:   time.Duration(s.StoreGrace),
 		Instance:     c.Instance,
 	}
 	for _, p := range s.TrustedProxies {

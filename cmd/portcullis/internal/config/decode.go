@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -156,8 +157,10 @@ func (dc *decoder) value(n *yaml.Node, v reflect.Value, path string, f field, ke
 			return
 		}
 		v.SetBool(strings.EqualFold(n.Value, "true"))
-	case reflect.Int:
+	case reflect.Int, reflect.Int64:
 		dc.integer(n, v, path)
+	case reflect.Float64:
+		dc.float(n, v, path)
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
 		dc.value(n, p.Elem(), path, f, keyLine)
@@ -188,11 +191,31 @@ func (dc *decoder) integer(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
-	if err != nil || int64(int(i)) != i {
+	if err != nil || v.OverflowInt(i) {
 		dc.d.add(n.Line, path, "integer %s out of range", quoteShort(n.Value))
 		return
 	}
 	v.SetInt(i)
+}
+
+// float accepts integers and decimals, but not .inf or .nan: a factor
+// of infinity would silently turn a check off.
+func (dc *decoder) float(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
+		dc.d.add(n.Line, path, "expected a number, got %s", describe(n))
+		return
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+	if err != nil {
+		// Integers in other bases (0x10) and the like.
+		i, ierr := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+		f, err = float64(i), ierr
+	}
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		dc.d.add(n.Line, path, "expected a finite number, got %s", quoteShort(n.Value))
+		return
+	}
+	v.SetFloat(f)
 }
 
 func (dc *decoder) duration(n *yaml.Node, v reflect.Value, path string, negative bool) {

@@ -48,6 +48,8 @@ type File struct {
 	Policy      PolicySection   `yaml:"policy,required"`
 	// Bastion is optional: absent means no SSH bastion.
 	Bastion *BastionSection `yaml:"bastion"`
+	// Risk is optional: absent means risk's safe defaults.
+	Risk RiskSection `yaml:"risk"`
 }
 
 // LogSection configures the process log (stderr).
@@ -58,16 +60,19 @@ type LogSection struct {
 
 // GatewaySection maps to gateway.Config.
 type GatewaySection struct {
-	Listen         string         `yaml:"listen"`
-	HTTPListen     string         `yaml:"http_listen"`
-	AccessHost     string         `yaml:"access_host,required"`
-	PublicPort     int            `yaml:"public_port"`
-	TrustedProxies []CIDR         `yaml:"trusted_proxies"`
-	HSTSMaxAge     Duration       `yaml:"hsts_max_age"`
-	AssertionTTL   Duration       `yaml:"assertion_ttl"`
-	LoginTimeout   Duration       `yaml:"login_timeout"`
-	TLS            TLSSection     `yaml:"tls,required"`
-	Routes         []RouteSection `yaml:"routes"`
+	Listen         string   `yaml:"listen"`
+	HTTPListen     string   `yaml:"http_listen"`
+	AccessHost     string   `yaml:"access_host,required"`
+	PublicPort     int      `yaml:"public_port"`
+	TrustedProxies []CIDR   `yaml:"trusted_proxies"`
+	HSTSMaxAge     Duration `yaml:"hsts_max_age"`
+	AssertionTTL   Duration `yaml:"assertion_ttl"`
+	LoginTimeout   Duration `yaml:"login_timeout"`
+	// StoreGrace is how long established sessions are still served while
+	// the state store is unreachable (default 0: not at all).
+	StoreGrace Duration       `yaml:"store_grace"`
+	TLS        TLSSection     `yaml:"tls,required"`
+	Routes     []RouteSection `yaml:"routes"`
 }
 
 // TLSSection maps to gateway.TLSConfig.
@@ -266,4 +271,77 @@ type BastionTargetSection struct {
 	HostKeyFile string            `yaml:"host_key_file"` // ... read from a .pub file
 	HostCA      string            `yaml:"host_ca"`       // a CA signing its host certificates (public key line)
 	HostCAFile  string            `yaml:"host_ca_file"`  // ... read from a .pub file
+}
+
+// RiskSection maps to risk.Config: anomaly detection and lockdown. Every
+// key is optional and takes risk's documented default when absent. Keys
+// whose zero value risk reads as "use the default" are pointers, so that
+// an explicit 0 can be refused instead of silently meaning the default.
+type RiskSection struct {
+	Disabled       bool              `yaml:"disabled"`
+	User           RiskUserSection   `yaml:"user"`
+	SourceIP       *ThresholdSection `yaml:"source_ip"`
+	SourceNetwork  *ThresholdSection `yaml:"source_network"`
+	SourceBlock    *Duration         `yaml:"source_block"`
+	SourceBlockMax *Duration         `yaml:"source_block_max"`
+	LearnLogins    *int              `yaml:"learn_logins"`
+	HourTolerance  *int              `yaml:"hour_tolerance"`
+	// NewNetworkStepUp false maps to risk.Config.NoNewNetworkStepUp.
+	NewNetworkStepUp *bool            `yaml:"new_network_step_up"`
+	Usage            RiskUsageSection `yaml:"usage"`
+	FlushInterval    *Duration        `yaml:"flush_interval"`
+	Canary           CanarySection    `yaml:"canary"`
+	Alerts           AlertsSection    `yaml:"alerts"`
+}
+
+// RiskUserSection holds the per-user threshold of each risk.Signal; each
+// key is risk.ConfigKey of its signal (a test keeps the two in step).
+type RiskUserSection struct {
+	TOTPFailures     *ThresholdSection `yaml:"totp_failures"`
+	RecoveryFailures *ThresholdSection `yaml:"recovery_failures"`
+	OIDCFailures     *ThresholdSection `yaml:"oidc_failures"`
+	SSHAuthFailures  *ThresholdSection `yaml:"ssh_auth_failures"`
+	ApprovalFailures *ThresholdSection `yaml:"approval_failures"`
+	DeniedDecisions  *ThresholdSection `yaml:"denied_decisions"`
+}
+
+// ThresholdSection maps to risk.Threshold: count events within window.
+type ThresholdSection struct {
+	Count  int      `yaml:"count,required"`
+	Window Duration `yaml:"window,required"`
+}
+
+// RiskUsageSection maps to risk's usage-baseline settings.
+type RiskUsageSection struct {
+	RateFactor  *float64 `yaml:"rate_factor"`
+	RateMin     *int64   `yaml:"rate_min"`
+	BytesFactor *float64 `yaml:"bytes_factor"`
+	BytesMin    *int64   `yaml:"bytes_min"`
+	Lock        bool     `yaml:"lock"`
+}
+
+// CanarySection lists honeypot resources: touching one locks at once.
+type CanarySection struct {
+	Routes  []string `yaml:"routes"` // host/path-prefix
+	Targets []string `yaml:"targets"`
+	Logins  []string `yaml:"logins"`
+}
+
+// AlertsSection configures alert delivery.
+type AlertsSection struct {
+	Dedup    *Duration        `yaml:"dedup"`
+	Webhooks []WebhookSection `yaml:"webhooks"`
+}
+
+// WebhookSection maps to risk.Webhook. The URL is given as url, or as
+// url_file / url_env when it embeds a credential (a Slack incoming
+// webhook URL is one): the second field shares the key, and decode.go
+// matches "url" to the first field that declares it, the plain string.
+type WebhookSection struct {
+	Name      string    `yaml:"name,required"`
+	URL       string    `yaml:"url"`
+	URLSecret SecretRef `yaml:"url"`
+	Format    string    `yaml:"format"` // json (default) | slack
+	// Secret signs each delivery (X-Portcullis-Signature: sha256=HMAC).
+	Secret SecretRef `yaml:"secret"`
 }
