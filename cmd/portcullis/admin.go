@@ -63,7 +63,7 @@ func (c *adminConn) client() (*adminclient.Client, error) {
 	})
 }
 
-const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert ..."
+const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock ..."
 
 func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conn := &adminConn{socket: DefaultAdminSocket, timeout: 30 * time.Second}
@@ -98,6 +98,12 @@ func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return adminWatch(ctx, conn, subArgs, stdout, stderr)
 	case "revoke-cert":
 		return adminRevokeCert(ctx, conn, subArgs, stdout, stderr)
+	case "locks":
+		return adminLocks(ctx, conn, subArgs, stdout, stderr)
+	case "lock":
+		return adminLock(ctx, conn, subArgs, stdout, stderr)
+	case "unlock":
+		return adminUnlock(ctx, conn, subArgs, stdout, stderr)
 	default:
 		return usageError(fs, stderr, "unknown command %q", sub)
 	}

@@ -70,7 +70,7 @@ const mainUsage = `Portcullis — zero-trust access gateway and SSH bastion.
 Usage:
   portcullis serve --config FILE
   portcullis demo [--data-dir DIR] [--listen ADDR] [--ssh-listen ADDR] [--no-open]
-  portcullis config check [--no-secrets] FILE
+  portcullis config check [--no-secrets] [--risk] FILE
   portcullis login --proxy https://ACCESS-HOST [--ca-file FILE] [--no-browser] [--dir DIR]
   portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] COMMAND ...
       users
@@ -81,6 +81,9 @@ Usage:
       kill SSH-SESSION --reason TEXT
       watch SSH-SESSION
       revoke-cert (--serial N | --key-id USER) [--reason TEXT]
+      locks                             account locks and source blocks
+      lock USER --reason TEXT           lock an account on every instance (ends its sessions)
+      unlock (USER | user:ID | ip:ADDR[/BITS]) --reason TEXT
   portcullis play [--speed X] [--max-idle D] RECORDING
   portcullis recording info [--json] RECORDING
   portcullis recording export --format asciicast [-o FILE] RECORDING

@@ -88,6 +88,9 @@ func TestCLI(t *testing.T) {
 		{"admin revoke-cert without selector", []string{"admin", "revoke-cert"}, exitUsage, "", "exactly one of --serial and --key-id", ""},
 		{"admin revoke-cert with both", []string{"admin", "revoke-cert", "--serial", "1", "--key-id", "u"}, exitUsage, "", "exactly one of --serial and --key-id", ""},
 		{"admin revoke-cert bad serial", []string{"admin", "revoke-cert", "--serial", "-1"}, exitUsage, "", "invalid value", ""},
+		{"help lists lock commands", []string{"help"}, exitOK, "unlock (USER | user:ID | ip:ADDR[/BITS]) --reason TEXT", "", ""},
+		{"config check risk", []string{"config", "check", "--no-secrets", "--risk", "../../deploy/portcullis.example.yaml"}, exitOK, "user.totp_failures", "", ""},
+		{"config check risk secrets redacted", []string{"config", "check", "--no-secrets", "--risk", "../../deploy/portcullis.example.yaml"}, exitOK, "alerts.webhooks", "", "fake"},
 		{"admin unreachable socket", []string{"admin", "--socket", "/nonexistent/admin.sock", "sessions"}, exitFail, "", "cannot reach the admin API", ""},
 	}
 	for _, tc := range tests {
@@ -176,6 +179,19 @@ func newFakeAdmin(t *testing.T) *fakeAdmin {
 			io.WriteString(w, `{"error":"no such session","ref":"ref-7KQ2M9XH"}`)
 		case strings.HasSuffix(r.URL.Path, "/revoke"), strings.HasSuffix(r.URL.Path, "/mfa-reset"):
 			io.WriteString(w, `{"ok":true,"target":"x"}`)
+		case r.URL.Path == "/api/admin/locks":
+			io.WriteString(w, `{"locks":[{"subject":"user:https://idp#alice","reason":"totp-failure","ref":"R-7KQ2","created_at":"2026-01-02T03:04:05Z","detail":"5 in 15m\u001b[2J"},
+				{"subject":"ip:203.0.113.0/24","reason":"source-failures","ref":"R-9XH1","created_at":"2026-01-02T03:04:05Z","expires_at":"2026-01-02T03:19:05Z","detail":"100 in 5m"}]}`)
+		case r.URL.Path == "/api/admin/locks/lock":
+			io.WriteString(w, `{"lock":{"subject":"user:https://idp#bob","reason":"admin","ref":"R-LOCK1","created_at":"2026-01-02T03:04:05Z","detail":"by local-admin"}}`)
+		case r.URL.Path == "/api/admin/locks/unlock" && strings.Contains(string(b), `"subject":"nobody"`):
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":"not locked","ref":"ref-NL"}`)
+		case r.URL.Path == "/api/admin/locks/unlock" && strings.Contains(string(b), `"subject":"store-down"`):
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":"state store unavailable","ref":"ref-SU"}`)
+		case r.URL.Path == "/api/admin/locks/unlock":
+			io.WriteString(w, `{"lock":{"subject":"user:https://idp#alice","reason":"totp-failure","ref":"R-7KQ2","created_at":"2026-01-02T03:04:05Z"}}`)
 		case r.URL.Path == "/api/admin/explain":
 			io.WriteString(w, `{"allow":false,"reason":"deny-rule","role":"engineer","rule":"roles[engineer].deny[0]","user_id":"bob","roles":["engineer"],"app":"grafana","method":"GET","path":"/admin","ip":"10.0.0.1"}`)
 		default:

@@ -122,3 +122,44 @@ func RevokeCert(serial uint64, keyID, reason string) Request {
 		Reason string `json:"reason,omitempty"`
 	}{serial, keyID, reason}}
 }
+
+// Lock is one account lock or source block, as GET /api/admin/locks
+// lists it. ExpiresAt is zero for account locks: they never expire.
+type Lock struct {
+	Subject   string    `json:"subject"`
+	Reason    string    `json:"reason"`
+	Ref       string    `json:"ref"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Detail    string    `json:"detail"`
+}
+
+// LocksResponse is the answer of GET /api/admin/locks.
+type LocksResponse struct {
+	Locks []Lock `json:"locks"`
+}
+
+// LockResponse is the answer of the lock and unlock calls.
+type LockResponse struct {
+	Lock Lock `json:"lock"`
+}
+
+// Locks lists current account locks and source blocks.
+func Locks() Request { return Request{Method: http.MethodGet, Path: prefix + "locks"} }
+
+// LockUser locks an account on every instance (reason required).
+func LockUser(userID, reason string) Request {
+	return Request{Method: http.MethodPost, Path: prefix + "locks/lock", Body: struct {
+		UserID string `json:"user_id"`
+		Reason string `json:"reason"`
+	}{userID, reason}}
+}
+
+// Unlock lifts a lock or block: subject is a user ID, "user:<id>" or
+// "ip:<address or prefix>" (reason required). Not locked answers 404.
+func Unlock(subject, reason string) Request {
+	return Request{Method: http.MethodPost, Path: prefix + "locks/unlock", Body: struct {
+		Subject string `json:"subject"`
+		Reason  string `json:"reason"`
+	}{subject, reason}}
+}
