@@ -10,9 +10,10 @@ import (
 	"github.com/portcullis/portcullis/authz/risk"
 )
 
-// fakeWebhookURL stands in for a webhook URL read from url_file/url_env
-// under FakeSecrets (.invalid never resolves).
-const fakeWebhookURL = "https://webhook.invalid/fake"
+// fakeWebhookURL stands in for the URL of webhook i read from url_file
+// or url_env under FakeSecrets (.invalid never resolves). One per
+// webhook: risk refuses two sinks with the same URL.
+func fakeWebhookURL(i int) string { return fmt.Sprintf("https://webhook.invalid/%d", i) }
 
 // risk builds risk.Config from the risk section and runs its Validate,
 // whose messages name keys under risk: as the file spells them.
@@ -102,7 +103,7 @@ func (b *builder) risk(s RiskSection) risk.Config {
 	}
 
 	for i, w := range s.Alerts.Webhooks {
-		rc.Webhooks = append(rc.Webhooks, b.webhook(fmt.Sprintf("risk.alerts.webhooks[%d]", i), w))
+		rc.Webhooks = append(rc.Webhooks, b.webhook(i, w))
 	}
 
 	b.riskErrors(rc.Validate(), s)
@@ -133,7 +134,8 @@ func riskNumber[T int | int64 | float64](b *builder, path string, n *T, def stri
 
 // webhook resolves one alert sink: its URL from url or url_file/url_env,
 // and its signing secret from secret_file/secret_env.
-func (b *builder) webhook(path string, w WebhookSection) risk.Webhook {
+func (b *builder) webhook(i int, w WebhookSection) risk.Webhook {
+	path := fmt.Sprintf("risk.alerts.webhooks[%d]", i)
 	rw := risk.Webhook{Name: w.Name, URL: w.URL, Format: w.Format}
 	switch {
 	case w.URL != "" && w.URLSecret.IsSet():
@@ -142,7 +144,7 @@ func (b *builder) webhook(path string, w WebhookSection) risk.Webhook {
 		b.errAt(path+".url", "missing: give url, or url_file / url_env when the URL itself is a credential")
 	case w.URLSecret.IsSet():
 		if b.opts.FakeSecrets {
-			rw.URL = fakeWebhookURL
+			rw.URL = fakeWebhookURL(i)
 		} else {
 			rw.URL = b.textSecret(w.URLSecret)
 		}

@@ -148,6 +148,11 @@ func TestRiskHostile(t *testing.T) {
 		{"canary route traversal", "canary: {routes: ['a.example/x/../y']}", "risk.canary.routes[0]", "host/path-prefix"},
 		{"risk not a mapping", "[1, 2]", "risk", "expected a mapping"},
 	}
+	// Two sinks whose URLs are secrets pass --no-secrets (distinct stand-ins).
+	fake := minimalYAML + "risk: {alerts: {webhooks: [{name: a, url_file: /x/a}, {name: b, url_env: B}]}}\n"
+	if _, _, err := Parse("x.yaml", []byte(fake), Options{FakeSecrets: true, LookupEnv: func(string) (string, bool) { return "", false }}); err != nil {
+		t.Errorf("FakeSecrets with two secret webhook URLs: %v", err)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			value := tc.risk
