@@ -97,6 +97,10 @@ type Spec struct {
 	Keys           *KeyFiles
 	Store          string // body of store:; "" = embedded in DataDir
 	Policy         string // body of policy:
+	// GatewayExtra are more lines under gateway: (e.g. "store_grace: 2s").
+	GatewayExtra string
+	// Risk is the body of risk: ("" = no section: the defaults).
+	Risk string
 }
 
 // TLSFiles is gateway.tls for a certificate from files.
@@ -143,6 +147,9 @@ func (s Spec) YAML() string {
 		w("  trusted_proxies: [%s]\n", strings.Join(s.TrustedProxies, ", "))
 	}
 	w("  tls:\n%s", indent(s.TLS, 4))
+	if s.GatewayExtra != "" {
+		w("%s", indent(s.GatewayExtra, 2))
+	}
 	w("  routes:\n")
 	for _, r := range s.Routes {
 		w("    - name: %s\n      host: %s\n      upstream: %s\n", r.Name, r.Host, r.Upstream)
@@ -161,6 +168,9 @@ func (s Spec) YAML() string {
 		w("store:\n%s", indent(s.Store, 2))
 	}
 	w("policy:\n%s", indent(s.Policy, 2))
+	if s.Risk != "" {
+		w("risk:\n%s", indent(s.Risk, 2))
+	}
 	return b.String()
 }
 
