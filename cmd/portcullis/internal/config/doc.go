@@ -13,8 +13,8 @@
 //     inline are all errors;
 //  3. build: each package's Config is assembled (authz.PolicyConfig,
 //     gateway.Config, session.Config, mfa.Config, identity.Config, store and
-//     audit options, and bastion.Config when the optional bastion section
-//     is present — its targets are also the policy's targets), secrets are read from their *_file or *_env source,
+//     audit options, risk.Config from the optional risk section, and
+//     bastion.Config when the optional bastion section is present — its targets are also the policy's targets), secrets are read from their *_file or *_env source,
 //     and every package's own Validate (and authz.Compile) runs; the
 //     *authz.FieldError key paths they return are mapped back to lines
 //     through the node tree.
