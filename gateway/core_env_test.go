@@ -20,6 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -44,10 +45,19 @@ func (c *coreClock) Advance(d time.Duration) {
 }
 
 // flakyStore is the real embedded store whose session reads can be made
-// to fail as an unreachable backend would.
+// to fail as an unreachable backend would, and whose pings (the
+// gateway's store pinger) can be made to fail on their own.
 type flakyStore struct {
 	*store.Embedded
-	down atomic.Bool
+	down     atomic.Bool
+	pingDown atomic.Bool
+}
+
+func (f *flakyStore) Ping(ctx context.Context) error {
+	if f.down.Load() || f.pingDown.Load() {
+		return store.ErrUnavailable
+	}
+	return f.Embedded.Ping(ctx)
 }
 
 func (f *flakyStore) GetSession(ctx context.Context, id string) (store.Session, error) {
@@ -83,6 +93,8 @@ type coreEnv struct {
 	audit     *audit.Memory
 	clock     *coreClock
 	key       *ecdsa.PrivateKey
+	risk      *risk.Engine
+	tick      chan time.Time // the store pinger's ticks
 	upstream  *httptest.Server
 	policy    atomic.Pointer[authz.Policy]
 	cookieKey []byte
@@ -179,6 +191,12 @@ type coreOpt func(*Config)
 
 func newCoreEnv(t testing.TB, opts ...coreOpt) (*coreEnv, chan struct{}) {
 	t.Helper()
+	return newCoreEnvRisk(t, risk.Config{}, opts...)
+}
+
+// newCoreEnvRisk is newCoreEnv with a risk engine configured by rc.
+func newCoreEnvRisk(t testing.TB, rc risk.Config, opts ...coreOpt) (*coreEnv, chan struct{}) {
+	t.Helper()
 	// Real time as the start: TLS clients in the socket tests check the
 	// self-signed certificate against the wall clock.
 	clock := &coreClock{now: time.Now().UTC().Truncate(time.Second)}
@@ -226,11 +244,16 @@ func newCoreEnv(t testing.TB, opts ...coreOpt) (*coreEnv, chan struct{}) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	e := &coreEnv{t: t, st: st, sess: sess, audit: &audit.Memory{}, clock: clock, key: sk, upstream: up, cookieKey: key}
+	e := &coreEnv{t: t, st: st, sess: sess, audit: &audit.Memory{}, clock: clock, key: sk, upstream: up, cookieKey: key,
+		tick: make(chan time.Time)}
 	e.policy.Store(corePolicy(t))
+	e.risk, err = risk.New(rc, st, risk.Options{Audit: e.audit, Now: clock.Now, Revokers: []risk.Revoker{sess}})
+	if err != nil {
+		t.Fatalf("risk: %v", err)
+	}
 	g, err := New(cfg, Deps{
 		Policy: &e.policy, Sessions: sess, Store: st, Audit: e.audit, SigningKey: sk,
-		Now: clock.Now,
+		Now: clock.Now, Risk: e.risk, StoreTick: e.tick,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -323,4 +346,12 @@ func decodeErrorBody(t *testing.T, w *httptest.ResponseRecorder) errorBody {
 		t.Fatalf("error body is not JSON: %v (%q)", err, w.Body.String())
 	}
 	return b
+}
+
+// pingStore makes the gateway's pinger run one ping now and waits until it
+// has: the second send on the unbuffered tick channel is received only
+// once the first ping is done.
+func (e *coreEnv) pingStore() {
+	e.tick <- e.clock.Now()
+	e.tick <- e.clock.Now()
 }

@@ -58,7 +58,7 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Message}} — Portcullis</title></head>
 <body><main><h1>{{.Message}}</h1>
-<p>If you think this is a mistake, contact your administrator and quote this reference: <code>{{.Ref}}</code></p>
+<p>{{.Lead}} <code>{{.Ref}}</code>{{.Tail}}</p>
 </main></body></html>
 `))
 
@@ -80,7 +80,25 @@ func wantsJSON(r *http.Request) bool {
 // fresh reference ID; the cause goes to the log and ev (with Ref, Reason,
 // Decision=deny filled) to the audit trail. Never put the cause in the body.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, reason string, cause error, ev audit.Event) {
-	ref := audit.NewRef(g.deps.Rand)
+	g.refuse(w, r, status, reason, cause, ev, refusal{})
+}
+
+// refusal varies the one paragraph of the error page: an existing
+// incident reference instead of a fresh one, and the text around it. The
+// zero value is the generic page.
+type refusal struct {
+	ref        string
+	lead, tail string
+}
+
+// refuse is fail with the paragraph of rf. Every refusal, whatever its
+// cause, costs the same: one reference, one log line, one audit event,
+// one template execution.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, status int, reason string, cause error, ev audit.Event, rf refusal) {
+	ref := rf.ref
+	if ref == "" {
+		ref = audit.NewRef(g.deps.Rand)
+	}
 	g.fillEvent(r, &ev)
 	if ev.Type == "" {
 		ev.Type = audit.TypeRequestRejected
@@ -118,6 +136,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, reaso
 	h.Del("Content-Length")
 	msg := publicMessage(status)
 	if wantsJSON(r) {
+		if rf.lead != "" {
+			msg = rf.lead + " " + ref + rf.tail
+		}
 		h["Content-Type"] = jsonContentType
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(struct {
@@ -126,9 +147,24 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, status int, reaso
 		}{msg, ref})
 		return
 	}
+	if rf.lead == "" {
+		rf.lead = genericLead
+	}
 	h["Content-Type"] = htmlContentType
 	w.WriteHeader(status)
-	_ = errorPage.Execute(w, struct{ Message, Ref string }{msg, ref})
+	_ = errorPage.Execute(w, struct{ Message, Lead, Ref, Tail string }{msg, rf.lead, ref, rf.tail})
+}
+
+// isUnavailable reports a store that cannot answer (fail closed: 503).
+func isUnavailable(err error) bool { return errors.Is(err, store.ErrUnavailable) }
+
+// joinCause keeps the original cause of a refusal next to the store error
+// that replaced it, for the log.
+func joinCause(err, cause error) error {
+	if cause == nil {
+		return err
+	}
+	return errors.Join(err, cause)
 }
 
 // fillEvent completes ev with what every event about r carries, keeping

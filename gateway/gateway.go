@@ -64,6 +64,13 @@ type Config struct {
 	// `portcullis login` for its ssh command hints; "" lets the client
 	// assume the access host on port 2222.
 	SSHAddr string
+	// StoreGrace is how long established sessions are still served while
+	// the state store is down (as seen by the background pinger). Zero,
+	// the default, means no grace: as soon as the store is known to be
+	// down, every request that needs a session gets 503 "state store
+	// unavailable". Logins always fail closed, whatever the grace: they
+	// need the store. At most 24h.
+	StoreGrace time.Duration
 }
 
 // TLSConfig selects where certificates come from.
@@ -136,4 +143,10 @@ type Deps struct {
 	// SSHCA issues SSH user certificates for `portcullis login`
 	// (/ssh/login, /api/ssh/cert); nil turns those endpoints off (404).
 	SSHCA *session.SSHCA
+	// Risk decides lockdown (authz/risk); required. The gateway only
+	// reports signals to it and obeys its verdicts.
+	Risk RiskEngine
+	// StoreTick paces the background store pings (tests); nil = every
+	// storePingInterval.
+	StoreTick <-chan time.Time
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/identity/devidp"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -74,6 +75,8 @@ type loginEnv struct {
 	srv      *httptest.Server
 	idpSrv   *httptest.Server
 	policy   *atomic.Pointer[authz.Policy]
+	risk     *risk.Engine
+	tick     chan time.Time // the store pinger's ticks
 	// origin is https://access.example.com:port
 	origin string
 }
@@ -168,6 +171,11 @@ func newLoginEnv(t *testing.T) *loginEnv {
 	}))
 	t.Cleanup(upstream.Close)
 
+	e.risk, err = risk.New(risk.Config{}, st, risk.Options{Audit: e.audit, Now: e.clock.Now, Revokers: []risk.Revoker{e.sessions}})
+	if err != nil {
+		t.Fatalf("risk: %v", err)
+	}
+	e.tick = make(chan time.Time)
 	e.g, err = New(Config{
 		Listen:     e.srv.Listener.Addr().String(),
 		AccessHost: accessHost,
@@ -177,11 +185,12 @@ func newLoginEnv(t *testing.T) *loginEnv {
 		Instance:   "gw-test",
 	}, Deps{
 		Policy: e.policy, Sessions: e.sessions, MFA: e.mfa, Identity: prov, Store: st, Audit: e.audit,
-		SigningKey: signing, Now: e.clock.Now, Rand: rand.Reader,
+		SigningKey: signing, Now: e.clock.Now, Rand: rand.Reader, Risk: e.risk, StoreTick: e.tick,
 	})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
+	t.Cleanup(func() { e.g.Close() })
 	e.srv.Config.Handler = e.g.Handler()
 	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)

@@ -70,10 +70,13 @@ type Gateway struct {
 	acme       *acmeManager
 	files      *fileCert
 	selfSigned *tls.Certificate
+
+	health storeHealth // store pinger (storehealth.go)
 }
 
-// New validates cfg and builds a Gateway. Deps.Policy, Sessions, Store,
-// Audit and SigningKey are required; Logger, Now and Rand default to a
+// New validates cfg and builds a Gateway and starts its store pinger
+// (Close stops it). Deps.Policy, Sessions, Store, Audit, Risk and
+// SigningKey are required; Logger, Now and Rand default to a
 // discarding logger, time.Now and crypto/rand.
 func New(cfg Config, deps Deps) (*Gateway, error) {
 	if deps.Sessions == nil {
@@ -94,6 +97,9 @@ func newGateway(cfg Config, deps Deps, sessions sessionAPI) (*Gateway, error) {
 		return nil, errors.New("gateway: Deps.Store is required")
 	case deps.Audit == nil:
 		return nil, errors.New("gateway: Deps.Audit is required")
+	case deps.Risk == nil:
+		// Never a silent "lockdown off": locks must hold on every door.
+		return nil, errors.New("gateway: Deps.Risk is required")
 	}
 	cfg = cfg.withDefaults()
 	if deps.Logger == nil {
@@ -140,6 +146,7 @@ func newGateway(cfg Config, deps Deps, sessions sessionAPI) (*Gateway, error) {
 	}
 	g.admin = newAdminAPI(g)
 	g.adminRemote = sync.OnceValue(g.admin.remoteHandler)
+	g.startStoreHealth()
 	return g, nil
 }
 
@@ -163,9 +170,10 @@ func (g *Gateway) initTLS() error {
 	return nil
 }
 
-// Close releases background resources (certmagic's maintenance). The
-// gateway must not serve afterwards.
+// Close releases background resources (the store pinger, certmagic's
+// maintenance). The gateway must not serve afterwards.
 func (g *Gateway) Close() error {
+	g.stopStoreHealth()
 	if g.acme != nil {
 		g.acme.stop()
 	}
@@ -219,14 +227,7 @@ func (g *Gateway) serveAccess(w http.ResponseWriter, r *http.Request) {
 	}
 	switch p := r.URL.Path; {
 	case p == "/healthz":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			g.fail(w, r, http.StatusMethodNotAllowed, reasonMethod, nil, audit.Event{})
-			return
-		}
-		h := w.Header()
-		h["Content-Type"] = plainTextValue
-		h["Cache-Control"] = noStoreValue
-		_, _ = w.Write([]byte("ok\n"))
+		g.serveHealth(w, r)
 	default:
 		g.login.ServeHTTP(w, r)
 	}
@@ -415,6 +416,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoginTimeout < 0 {
 		bad("login_timeout", "must be positive")
+	}
+	if c.StoreGrace < 0 || c.StoreGrace > maxStoreGrace {
+		bad("store_grace", "must be between 0 and 24h")
 	}
 	errs = append(errs, c.validateRoutes()...)
 	errs = append(errs, c.TLS.validate()...)

@@ -117,13 +117,15 @@ func TestConfigValidate(t *testing.T) {
 
 func TestNewRequiresDeps(t *testing.T) {
 	e, _ := newCoreEnv(t)
-	full := Deps{Policy: &e.policy, Sessions: e.sess, Store: e.st, Audit: e.audit, SigningKey: e.key}
+	full := Deps{Policy: &e.policy, Sessions: e.sess, Store: e.st, Audit: e.audit, SigningKey: e.key, Risk: e.risk}
 	for name, edit := range map[string]func(d *Deps){
 		"policy":      func(d *Deps) { d.Policy = nil },
 		"sessions":    func(d *Deps) { d.Sessions = nil },
 		"store":       func(d *Deps) { d.Store = nil },
 		"audit":       func(d *Deps) { d.Audit = nil },
 		"signing key": func(d *Deps) { d.SigningKey = nil },
+		// Never a silent "lockdown off".
+		"risk": func(d *Deps) { d.Risk = nil },
 	} {
 		d := full
 		edit(&d)

@@ -134,6 +134,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		Now:        opts.Now,
 		Rand:       opts.Rand,
 		SSHCA:      in.SSHCA,
+		Risk:       in.Risk,
 	})
 	if err != nil {
 		return in, err
