@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 )
 
@@ -63,6 +64,9 @@ func (h *loginHandler) adminTokenIssue(w http.ResponseWriter, r *http.Request) {
 	ev := h.sessionEvent(r, audit.TypeAdmin, rec)
 	ev.Actor = rec.UserID
 	ev.Attrs = map[string]string{"action": "token.issue"}
+	if !h.g.gate(w, r, rec.UserID, ev) {
+		return
+	}
 	code, valid := normalizeTOTP(r.PostFormValue("code"))
 	err := mfa.ErrInvalidCode
 	if valid {
@@ -77,6 +81,13 @@ func (h *loginHandler) adminTokenIssue(w http.ResponseWriter, r *http.Request) {
 		h.emit(r, mev)
 		ev.Decision, ev.Reason = audit.Deny, "mfa-invalid"
 		h.emit(r, ev)
+		// A wrong code here is as much a guess at the second factor as
+		// on the login page (a stolen browser session trying for the
+		// admin API).
+		v, ferr := h.g.deps.Risk.Fail(ctx, risk.SignalTOTPFailure, rec.UserID, h.g.clientIP(r))
+		if !h.g.obey(w, r, v, ferr, ev) {
+			return
+		}
 		h.render(w, r, http.StatusUnauthorized, pageAdminToken, pageData{
 			Title: "Admin API token", Error: genericCodeError, CSRF: h.csrf.token(csrfSession, tok), Page: adminTokenView{},
 		})

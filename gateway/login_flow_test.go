@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 )
 
@@ -324,6 +326,12 @@ func TestTOTPReplayRefused(t *testing.T) {
 
 func TestPendingAttemptLimit(t *testing.T) {
 	e := newLoginEnv(t)
+	// The per-pending-login limit on its own: with the risk engine's
+	// default (5 TOTP failures) the 5th code would lock the account
+	// first (TestWrongTOTPCodesLock).
+	if err := e.risk.SetConfig(risk.Config{User: map[risk.Signal]risk.Threshold{risk.SignalTOTPFailure: {Count: 50, Window: time.Hour}}}); err != nil {
+		t.Fatal(err)
+	}
 	secret, _ := e.browser().loginNew("bob", "/")
 	_ = secret
 	b := e.browser()

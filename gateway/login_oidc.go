@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/portcullis/portcullis/authz/audit"
 	ident "github.com/portcullis/portcullis/authz/identity"
+	"github.com/portcullis/portcullis/authz/risk"
 )
 
 // loginRecord is the server half of an OIDC login in flight, stored under
@@ -31,6 +34,10 @@ const maxStateLen = 128
 func (h *loginHandler) login(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rd := h.g.safeRedirect(r.URL.Query().Get("rd"))
+	// A blocked source does not even get to the IdP.
+	if !h.g.gate(w, r, "", h.event(r, audit.TypeLoginStart)) {
+		return
+	}
 
 	if tok, rec, err := h.session(r); err == nil && rec.MFA {
 		to, err := h.g.hopURL(ctx, rd, tok)
@@ -95,6 +102,17 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	ev := h.event(r, audit.TypeLoginCallback)
+	// A blocked source is refused before anything of the callback is
+	// looked at, so it cannot make failures count against anyone.
+	if !h.g.gate(w, r, "", ev) {
+		return
+	}
+	// rejected is every refusal of the callback itself (state, code,
+	// token, nonce, claims): one OIDC failure for the source (the user
+	// is not known yet).
+	rejected := func(status int, reason string, cause error) {
+		h.g.failed(w, r, risk.SignalOIDCFailure, "", ev, status, reason, cause)
+	}
 	state := q.Get("state")
 	validState := len(state) > 0 && len(state) <= maxStateLen && isTokenChars(state)
 
@@ -103,14 +121,14 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 		if e := q.Get("error"); e != "" {
 			reason, cause = "idp-error", fmt.Errorf("identity provider returned error %.64q without usable state", e)
 		}
-		h.g.fail(w, r, http.StatusBadRequest, reason, cause, ev)
+		rejected(http.StatusBadRequest, reason, cause)
 		return
 	}
 	// Take (atomic get-and-delete) before any other check: whatever the
 	// outcome, this state can never be presented again on any instance.
 	raw, err := h.g.deps.Store.TakeEphemeral(ctx, "login:"+state)
 	if isNotFound(err) {
-		h.g.fail(w, r, http.StatusBadRequest, "state-invalid", errors.New("unknown, expired or already used state"), ev)
+		rejected(http.StatusBadRequest, "state-invalid", errors.New("unknown, expired or already used state"))
 		return
 	} else if err != nil {
 		h.storeFail(w, r, err, ev)
@@ -118,16 +136,16 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	var lr loginRecord
 	if err := json.Unmarshal(raw, &lr); err != nil {
-		h.g.fail(w, r, http.StatusBadRequest, "state-invalid", fmt.Errorf("corrupt login record: %w", err), ev)
+		rejected(http.StatusBadRequest, "state-invalid", fmt.Errorf("corrupt login record: %w", err))
 		return
 	}
 	binding := pageCookie(r, loginCookie)
 	if binding == "" || subtle.ConstantTimeCompare([]byte(sha256Hex(binding)), []byte(lr.Binding)) != 1 {
-		h.g.fail(w, r, http.StatusBadRequest, "state-invalid", errors.New("login state not bound to this browser"), ev)
+		rejected(http.StatusBadRequest, "state-invalid", errors.New("login state not bound to this browser"))
 		return
 	}
 	if h.g.now().Sub(lr.State.CreatedAt) > h.loginTimeout {
-		h.g.fail(w, r, http.StatusBadRequest, "state-invalid", errors.New("login state expired"), ev)
+		rejected(http.StatusBadRequest, "state-invalid", errors.New("login state expired"))
 		return
 	}
 
@@ -145,14 +163,36 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ident.ErrTokenInvalid):
 			reason = "token-invalid"
 		}
-		h.g.fail(w, r, status, reason, err, ev)
+		var netErr net.Error
+		if errors.As(err, &netErr) {
+			// The IdP's token endpoint could not be reached: an outage
+			// of ours, not a failure of this client. Counting it would
+			// block whole offices behind one NAT address during it.
+			h.g.fail(w, r, status, reason, err, ev)
+			return
+		}
+		rejected(status, reason, err)
 		return
 	}
 	if id.UserID == "" {
-		h.g.fail(w, r, http.StatusUnauthorized, "token-invalid", errors.New("identity without user ID"), ev)
+		rejected(http.StatusUnauthorized, "token-invalid", errors.New("identity without user ID"))
 		return
 	}
 	ev.UserID = id.UserID
+	ip := h.g.clientIP(r)
+	// A locked user stops here: no pending login, no second factor. A
+	// successful OIDC login never lifts a lock.
+	if !h.g.gate(w, r, id.UserID, ev) {
+		return
+	}
+	// Unusual network or hour: audited and alerted by the engine. The
+	// web login always asks for the second factor, so there is nothing
+	// to step up here.
+	assessed, err := h.g.deps.Risk.Assess(ctx, id.UserID, ip, "web")
+	if err != nil {
+		h.storeFail(w, r, err, ev)
+		return
+	}
 
 	pol := h.g.deps.Policy.Load()
 	if pol == nil {
@@ -184,6 +224,9 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 	ev.Decision = audit.Allow
 	ev.Reason = "oidc-verified"
 	ev.Attrs = map[string]string{"mfa_enrolled": fmt.Sprint(enrolled)}
+	if len(assessed.Anomalies) > 0 {
+		ev.Attrs["anomalies"] = strings.Join(assessed.Anomalies, ",")
+	}
 	h.emit(r, ev)
 	if enrolled {
 		redirect(w, r, pathMFA)

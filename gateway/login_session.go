@@ -18,6 +18,9 @@ func (h *loginHandler) session(r *http.Request) (string, session.Record, error) 
 	if tok == "" {
 		return "", session.Record{}, session.ErrNoSession
 	}
+	if h.g.storeDown(h.g.now()) {
+		return "", session.Record{}, errStoreDown
+	}
 	rec, err := h.g.deps.Sessions.Lookup(r.Context(), tok)
 	if err != nil {
 		return "", session.Record{}, err

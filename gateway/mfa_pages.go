@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 )
 
@@ -187,6 +188,9 @@ func (h *loginHandler) enrolConfirm(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, pathMFA)
 		return
 	}
+	if !h.g.gate(w, r, p.UserID, ev) {
+		return
+	}
 	code, valid := normalizeTOTP(r.PostFormValue("code"))
 	var codes []string
 	err := mfa.ErrInvalidCode
@@ -202,7 +206,11 @@ func (h *loginHandler) enrolConfirm(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, pathEnrol) // the enrolment secret expired: start again
 		return
 	case errors.Is(err, mfa.ErrInvalidCode):
-		h.codeRejected(w, r, cookie, ev, pageEnrol, "Set up your authenticator", enrolView{})
+		// The code is checked against the secret this page has just
+		// shown: a wrong one is a typo, never a guess at the user's
+		// second factor, so it counts against the source only (a new
+		// user who fumbles is not locked out).
+		h.codeRejected(w, r, cookie, ev, pageEnrol, "Set up your authenticator", enrolView{}, risk.SignalTOTPFailure, "")
 		return
 	default:
 		h.storeFail(w, r, err, ev)
@@ -266,9 +274,14 @@ func (h *loginHandler) mfaVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	ev := h.pendingEvent(r, audit.TypeMFAVerify, p)
-	method, err := "totp", mfa.ErrInvalidCode
+	// Before any code is checked: a locked user's codes are not even
+	// looked at (no oracle for a correct one).
+	if !h.g.gate(w, r, p.UserID, ev) {
+		return
+	}
+	method, err, sig := "totp", mfa.ErrInvalidCode, risk.SignalTOTPFailure
 	if rc := strings.TrimSpace(r.PostFormValue("recovery")); rc != "" {
-		method = "recovery"
+		method, sig = "recovery", risk.SignalRecoveryFailure
 		if len(rc) <= 64 {
 			err = h.g.deps.MFA.VerifyRecovery(ctx, p.UserID, rc)
 		}
@@ -283,7 +296,7 @@ func (h *loginHandler) mfaVerify(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, pathEnrol)
 		return
 	case errors.Is(err, mfa.ErrInvalidCode):
-		h.codeRejected(w, r, cookie, ev, pageMFA, "Two-factor verification", nil)
+		h.codeRejected(w, r, cookie, ev, pageMFA, "Two-factor verification", nil, sig, p.UserID)
 		return
 	default:
 		h.storeFail(w, r, err, ev)
@@ -294,11 +307,31 @@ func (h *loginHandler) mfaVerify(w http.ResponseWriter, r *http.Request) {
 	h.completeLogin(w, r, method)
 }
 
-// codeRejected counts a wrong code against the pending login and shows
-// the same generic message whatever was wrong. After maxPendingFailures
-// the pending login is dropped: guessing needs a fresh IdP login.
-func (h *loginHandler) codeRejected(w http.ResponseWriter, r *http.Request, cookie string, ev audit.Event, page, title string, view any) {
+// codeRejected counts a wrong code with the risk engine (sig, against
+// failUser and the source) and against the pending login, and shows the
+// same generic message whatever was wrong. When the engine's count locks
+// the user (or blocks the source), this very response is the locked page.
+// After maxPendingFailures the pending login is dropped: guessing needs a
+// fresh IdP login.
+func (h *loginHandler) codeRejected(w http.ResponseWriter, r *http.Request, cookie string, ev audit.Event, page, title string, view any, sig risk.Signal, failUser string) {
 	ev.Decision, ev.Reason = audit.Deny, "mfa-invalid"
+	v, err := h.g.deps.Risk.Fail(r.Context(), sig, failUser, h.g.clientIP(r))
+	if err != nil {
+		h.storeFail(w, r, err, ev)
+		return
+	}
+	if !v.Allow {
+		// The pending login can never complete now: drop it.
+		if err := h.g.deps.Store.DeleteEphemeral(r.Context(), pendingKey(cookie)); err != nil {
+			h.log.ErrorContext(r.Context(), "dropping the pending login of a locked user", "user_id", ev.UserID, "err", err)
+		}
+		clearFlowCookie(w, mfaCookie)
+		h.emit(r, ev)
+		dev := ev
+		dev.Attrs = map[string]string{"pending": "dropped"}
+		h.g.denyVerdict(w, r, v, dev)
+		return
+	}
 	n, err := h.g.deps.Store.Incr(r.Context(), pendingFailKey(cookie), 1, h.loginTimeout)
 	if err != nil {
 		h.storeFail(w, r, err, ev)
@@ -347,6 +380,11 @@ func (h *loginHandler) completeLogin(w http.ResponseWriter, r *http.Request, met
 		h.g.fail(w, r, http.StatusServiceUnavailable, "policy-unavailable", errors.New("no policy loaded"), ev)
 		return
 	}
+	// Right before the session exists: a lock (or block) raised while
+	// this login was pending, on any instance or by SSH failures, wins.
+	if !h.g.gate(w, r, p.UserID, ev) {
+		return
+	}
 	now := h.g.now()
 	token, rec, err := h.g.deps.Sessions.Create(ctx, session.Record{
 		UserID: p.UserID, Email: p.Email, Name: p.Name, Groups: p.Groups, Roles: p.Roles,
@@ -356,6 +394,22 @@ func (h *loginHandler) completeLogin(w http.ResponseWriter, r *http.Request, met
 	if err != nil {
 		h.storeFail(w, r, err, ev)
 		return
+	}
+	// And once more after: a lock raised between the check above and
+	// Create may have revoked the user's sessions before this one
+	// existed. Whichever order, one of the two checks sees it.
+	if v, err := h.g.deps.Risk.Locked(ctx, p.UserID); err != nil || !v.Allow {
+		if rerr := h.g.deps.Sessions.Revoke(ctx, rec.ID, "locked"); rerr != nil && !isNoSession(rerr) {
+			h.log.ErrorContext(ctx, "revoking the session of a user locked during login", "user_id", p.UserID, "err", rerr)
+		}
+		h.g.obey(w, r, v, err, ev)
+		return
+	}
+	// Only a login that passed every factor joins the user's history
+	// (networks, hours). Losing this write only makes the next login
+	// look new (more scrutiny, never less): it does not fail the login.
+	if err := h.g.deps.Risk.Record(ctx, p.UserID, h.g.clientIP(r)); err != nil {
+		h.log.ErrorContext(ctx, "recording a login in the risk history", "user_id", p.UserID, "err", err)
 	}
 	c := h.g.deps.Sessions.Cookie(token, rec.ExpiresAt.Sub(now))
 	to, err := h.g.hopURL(ctx, p.ReturnTo, c.Value)

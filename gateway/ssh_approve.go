@@ -21,6 +21,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 )
 
@@ -70,10 +71,17 @@ func (h *loginHandler) approvalEvent(r *http.Request, typ string, code string) a
 }
 
 // approvalGone answers an unknown, expired, used or malformed code: one
-// page for all of them, the cause in the audit trail.
+// page for all of them, the cause in the audit trail. Each is an approval
+// failure for the risk engine, counted against the signed-in user
+// (ev.UserID, "" before sign-in) and the source: codes are unguessable, so
+// a stream of bad ones is someone probing.
 func (h *loginHandler) approvalGone(w http.ResponseWriter, r *http.Request, ev audit.Event, err error) {
 	if !errors.Is(err, session.ErrApprovalUnknown) {
 		h.storeFail(w, r, err, ev)
+		return
+	}
+	v, ferr := h.g.deps.Risk.Fail(r.Context(), risk.SignalApprovalFailure, ev.UserID, h.g.clientIP(r))
+	if !h.g.obey(w, r, v, ferr, ev) {
 		return
 	}
 	ev.Decision, ev.Reason, ev.Ref = audit.Deny, reasonApprovalInvalid, audit.NewRef(h.rand)
@@ -96,6 +104,9 @@ func (h *loginHandler) sshApprovePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.UserID, ev.SessionID = rec.UserID, rec.ID
+	if !h.g.gate(w, r, rec.UserID, ev) {
+		return
+	}
 	p, err := h.approvals.Pending(r.Context(), code)
 	if err != nil {
 		h.approvalGone(w, r, ev, err)
@@ -120,6 +131,11 @@ func (h *loginHandler) sshApproveDecide(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	ev.UserID, ev.SessionID = rec.UserID, rec.ID
+	// Before the code is used up: a locked user approves nothing (the
+	// bastion checks the lock again, but the code would be spent).
+	if !h.g.gate(w, r, rec.UserID, ev) {
+		return
+	}
 	var approve bool
 	switch r.PostFormValue("decision") {
 	case "approve":

@@ -186,6 +186,9 @@ func (h *loginHandler) sshLoginPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !h.g.gate(w, r, rec.UserID, h.sshEvent(r, TypeSSHCertIssue, rec, "page")) {
+		return
+	}
 	pol := h.g.deps.Policy.Load()
 	now := h.g.now()
 	g := sshGrantFor(pol, rec, now)
@@ -242,6 +245,9 @@ func (h *loginHandler) sshLoginConfirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev = h.sshEvent(r, TypeSSHCertIssue, rec, "confirm")
+	if !h.g.gate(w, r, rec.UserID, ev) {
+		return
+	}
 	p, err := parseSSHLoginParams(r.PostFormValue("port"), r.PostFormValue("state"))
 	if err != nil {
 		h.g.fail(w, r, http.StatusBadRequest, reasonSSHBadRequest, err, ev)
@@ -347,6 +353,11 @@ func (h *loginHandler) sshCert(w http.ResponseWriter, r *http.Request) {
 		return
 	case !rec.MFA || rec.UserID != cr.UserID:
 		h.g.fail(w, r, http.StatusForbidden, reasonInvalidSession, errors.New("session without MFA or of another user"), ev)
+		return
+	}
+	// The web session may outlive a lock by the feed's latency; the
+	// certificate must not: ask the store itself.
+	if !h.g.gate(w, r, rec.UserID, ev) {
 		return
 	}
 	key, err := parseUserKey(req.PublicKey)
