@@ -99,6 +99,18 @@ func (a *adminAPI) remoteHandler() http.Handler {
 			a.fail(w, r, http.StatusForbidden, "forbidden", "not-admin", errors.New("admin API called without admin role or MFA"), ev)
 			return
 		}
+		// Per request, from the store: a locked admin's token may still
+		// be in some instance's session cache for the feed's latency,
+		// and the admin API is the last place a lock may lag.
+		v, err := a.g.deps.Risk.Locked(r.Context(), rec.UserID)
+		if err != nil {
+			a.storeFail(w, r, err, ev)
+			return
+		}
+		if !v.Allow {
+			a.failRef(w, r, http.StatusForbidden, lockedMessage(v, v.Ref), v.Reason, nil, ev, v.Ref)
+			return
+		}
 		a.route(&adminCall{w: w, r: r, actor: rec.UserID, sessionID: rec.ID})
 	})
 }
@@ -139,6 +151,12 @@ func (a *adminAPI) route(c *adminCall) {
 		ep = endpoint{http.MethodPost, a.revoke}
 	case len(seg) == 3 && seg[0] == "users" && seg[2] == "mfa-reset":
 		ep = endpoint{http.MethodPost, a.mfaReset}
+	case len(seg) == 1 && seg[0] == "locks":
+		ep = endpoint{http.MethodGet, a.locks}
+	case len(seg) == 2 && seg[0] == "locks" && seg[1] == "lock":
+		ep = endpoint{http.MethodPost, a.lock}
+	case len(seg) == 2 && seg[0] == "locks" && seg[1] == "unlock":
+		ep = endpoint{http.MethodPost, a.unlock}
 	default:
 		a.fail(c.w, c.r, http.StatusNotFound, "not found", "not-found", nil, ev)
 		return
@@ -189,7 +207,14 @@ type adminError struct {
 
 // fail answers with a JSON error, logs the cause and audits a deny.
 func (a *adminAPI) fail(w http.ResponseWriter, r *http.Request, status int, msg, reason string, cause error, ev audit.Event) {
-	ref := audit.NewRef(a.rand)
+	a.failRef(w, r, status, msg, reason, cause, ev, "")
+}
+
+// failRef is fail with an existing incident reference ("" = a fresh one).
+func (a *adminAPI) failRef(w http.ResponseWriter, r *http.Request, status int, msg, reason string, cause error, ev audit.Event, ref string) {
+	if ref == "" {
+		ref = audit.NewRef(a.rand)
+	}
 	ev.Decision, ev.Reason, ev.Ref = audit.Deny, reason, ref
 	a.log.LogAttrs(r.Context(), slog.LevelWarn, "admin api request refused",
 		slog.String("ref", ref), slog.String("reason", reason), slog.Int("status", status),

@@ -240,7 +240,7 @@ func TestAdminAPIHostileInput(t *testing.T) {
 		{"bad session ID", http.MethodPost, "/api/admin/sessions/..%2F..%2Fx/revoke", "", http.StatusBadRequest},
 		{"unknown session", http.MethodPost, "/api/admin/sessions/" + strings.Repeat("a", 43) + "/revoke", "", http.StatusNotFound},
 		{"user ID with control chars", http.MethodPost, "/api/admin/users/a%01b/mfa-reset", "", http.StatusBadRequest},
-		{"unknown endpoint", http.MethodGet, "/api/admin/locks", "", http.StatusNotFound},
+		{"unknown endpoint", http.MethodGet, "/api/admin/lockz", "", http.StatusNotFound},
 		{"trailing slash", http.MethodGet, "/api/admin/users/", "", http.StatusNotFound},
 		{"wrong method", http.MethodPost, "/api/admin/users", "", http.StatusMethodNotAllowed},
 		{"GET on action", http.MethodGet, revoke, "", http.StatusMethodNotAllowed},

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -69,6 +71,27 @@ type proxyState struct {
 	path  string            // normalised path the decision was made on
 	xff   [1]string         // derived client IP
 	host  [1]string         // X-Forwarded-Host
+	// Usage accounting of a signed-in user's request (risk.Engine.Usage):
+	// bytes of the response body, from its Content-Length or, when the
+	// upstream sent none, counted by body as ReverseProxy copies it. Set
+	// and read on the handler's goroutine only.
+	user  string
+	bytes int64
+	body  countingBody
+}
+
+// countingBody counts what ReverseProxy reads of a response body of
+// unknown length. It lives inside proxyState: wrapping costs no
+// allocation.
+type countingBody struct {
+	io.ReadCloser
+	n *int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	*c.n += int64(n)
+	return n, err
 }
 
 type proxyStateKey struct{}
@@ -230,6 +253,13 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 		g.fail(w, r, http.StatusBadRequest, reasonInvalidPath, err, audit.Event{})
 		return
 	}
+	// Canaries first: a honeypot path need not be under any route, and
+	// no policy may make touching one harmless. A map lookup, no
+	// allocation, when the host has none.
+	if name, ok := g.deps.Risk.CanaryRoute(hr.host, path); ok {
+		g.canaryTouched(w, r, name, path)
+		return
+	}
 	if strings.HasPrefix(path, reservedPath) {
 		g.fail(w, r, http.StatusNotFound, reasonNotFound, nil, audit.Event{Path: path})
 		return
@@ -255,6 +285,11 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 	var authed bool
 	var rec session.Record
 	if tok, ok := cookieValue(r, g.cookieName); ok {
+		if g.storeDown(now) {
+			// The cache can no longer learn of revocations and locks.
+			g.fail(w, r, http.StatusServiceUnavailable, reasonStoreDown, errStoreDown, audit.Event{App: rt.name, Path: path})
+			return
+		}
 		s, err := g.sessions.Lookup(ctx, tok)
 		switch {
 		case err == nil:
@@ -286,6 +321,18 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 		if dec.Rule != "" || dec.Role != "" {
 			ev.Attrs = map[string]string{"role": dec.Role, "rule": dec.Rule}
 		}
+		if authed {
+			// Only denied requests pay for this (store round trips);
+			// allowed ones never do. The answer stays a denial either
+			// way: a store failure here only loses the count.
+			v, err := g.deps.Risk.Fail(ctx, risk.SignalDenied, rec.UserID, ip)
+			if err != nil {
+				g.log.ErrorContext(ctx, "counting a denied decision", "user_id", rec.UserID, "err", err)
+			} else if !v.Allow {
+				g.denyVerdict(w, r, v, ev)
+				return
+			}
+		}
 		g.fail(w, r, http.StatusForbidden, string(dec.Reason), nil, ev)
 		return
 	}
@@ -304,7 +351,37 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 
 	st.xff[0] = ev.SourceIP
 	st.host[0] = r.Host
+	st.user = rec.UserID
 	rt.proxy.ServeHTTP(w, r.WithContext(st))
+	if authed {
+		// In memory only (atomics): the engine flushes to the store in
+		// the background.
+		g.deps.Risk.Usage(rec.UserID, 1, st.bytes)
+	}
+}
+
+// canaryTouched answers a request for a canary route: whoever touched it
+// is locked (a signed-in user; their sessions end on every instance) and
+// the source is blocked, and the request gets the locked page.
+func (g *Gateway) canaryTouched(w http.ResponseWriter, r *http.Request, name, path string) {
+	ctx := r.Context()
+	ev := audit.Event{Type: audit.TypeDecision, Path: path, Attrs: map[string]string{"canary": name}}
+	if tok, ok := cookieValue(r, g.cookieName); ok {
+		// A session that cannot be read leaves the toucher anonymous:
+		// the source is still blocked.
+		if s, err := g.sessions.Lookup(ctx, tok); err == nil {
+			ev.UserID, ev.SessionID = s.UserID, s.ID
+		}
+	}
+	v, err := g.deps.Risk.Canary(ctx, "route "+name, ev.UserID, g.clientIP(r))
+	if err != nil {
+		g.storeFail(w, r, err, ev)
+		return
+	}
+	if v.Allow { // never: a canary always denies
+		v = risk.Verdict{Reason: risk.ReasonSourceBlocked}
+	}
+	g.denyVerdict(w, r, v, ev)
 }
 
 // ipString is ip.String(), reusing the host part of the socket peer
@@ -399,6 +476,11 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // modifyResponse keeps upstream headers from overriding ours and stops an
 // upstream from planting a Portcullis cookie on its host.
 func (g *Gateway) modifyResponse(res *http.Response) error {
+	if res.Request != nil {
+		if st := proxyStateOf(res.Request.Context()); st != nil && st.user != "" {
+			st.countBody(res)
+		}
+	}
 	h := res.Header
 	delete(h, "Strict-Transport-Security")
 	delete(h, "X-Content-Type-Options")
@@ -417,6 +499,21 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// countBody sets up the usage count of res's body: its declared length,
+// or a count of what is copied when the length is unknown. A switch of
+// protocols (WebSocket) is not counted: its body is the raw connection,
+// which ReverseProxy needs unwrapped.
+func (st *proxyState) countBody(res *http.Response) {
+	switch {
+	case res.StatusCode == http.StatusSwitchingProtocols, res.Request.Method == http.MethodHead, res.Body == nil:
+	case res.ContentLength >= 0:
+		st.bytes = res.ContentLength
+	default:
+		st.body = countingBody{ReadCloser: res.Body, n: &st.bytes}
+		res.Body = &st.body
+	}
 }
 
 // proxyError answers upstream failures with the generic 502 page.
