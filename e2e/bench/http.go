@@ -44,7 +44,7 @@ func benchHTTP(ctx context.Context, r *runner, dur, warm time.Duration, metrics 
 	}
 	r.Cleanup(stopNginx)
 
-	gwAddr, cookie, err := startGateway(ctx, r, upAddr, certFile, keyFile)
+	gwAddr, cookie, err := startGateway(ctx, r, upAddr, certFile, keyFile, "")
 	if err != nil {
 		return nil, err
 	}
@@ -109,8 +109,9 @@ func startUpstream() (addr string, stop func(), err error) {
 // startGateway runs `portcullis serve` with TLS from files, the embedded
 // store holding one logged-in session, and the real OIDC provider (needed
 // for discovery at start-up). It returns the listen address and the session
-// cookie ("name=value").
-func startGateway(ctx context.Context, r *runner, upAddr, certFile, keyFile string) (addr, cookie string, err error) {
+// cookie ("name=value"). extra is appended to the configuration file
+// (top-level sections such as risk:).
+func startGateway(ctx context.Context, r *runner, upAddr, certFile, keyFile, extra string) (addr, cookie string, err error) {
 	bin, err := portcullisBinary(r)
 	if err != nil {
 		return "", "", err
@@ -165,7 +166,7 @@ policy:
       users: ["%[9]s"]
       allow:
         - apps: [app]
-`, dir, addr, port, certFile, keyFile, upAddr, idp.Issuer, redirect, benchUserID)
+`, dir, addr, port, certFile, keyFile, upAddr, idp.Issuer, redirect, benchUserID) + extra
 	cfgPath := filepath.Join(dir, "portcullis.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return "", "", err

@@ -9,7 +9,12 @@
 //
 // SSH (ssh.go): the stock OpenSSH client to a private sshd directly,
 // through ProxyJump and through the bastion with recording on.
-// `-only http` or `-only ssh` runs one half.
+//
+// Risk (risk.go): the gateway's proxied-request throughput with risk
+// accounting on vs `risk: {disabled: true}`, alternating runs of the same
+// wrk load (metric risk_on_over_off_rps, the median ratio).
+//
+// `-only http`, `-only ssh` or `-only risk` runs one part.
 //
 // Figures are merged into the JSON file named by BENCH_OUT (default
 // e2e/bench/results.json) as {"metrics": {name: number}}.
@@ -33,17 +38,23 @@ func main() {
 	dur := flag.Duration("d", 10*time.Second, "duration of each load run")
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up before each measured run")
 	out := flag.String("out", envOr("BENCH_OUT", filepath.Join(harness.RepoRoot(), "e2e", "bench", "results.json")), "JSON results file (merged)")
-	only := flag.String("only", "", `run only the "http" or the "ssh" benchmarks (default: both)`)
+	only := flag.String("only", "", `run only the "http", "ssh" or "risk" benchmarks (default: all)`)
+	riskReps := flag.Int("risk-reps", 5, "pairs of alternating risk on/off runs")
 	flag.Parse()
-	if *only != "" && *only != "http" && *only != "ssh" {
-		fmt.Fprintf(os.Stderr, "bench: -only must be http or ssh, not %q\n", *only)
+	if *only != "" && *only != "http" && *only != "ssh" && *only != "risk" {
+		fmt.Fprintf(os.Stderr, "bench: -only must be http, ssh or risk, not %q\n", *only)
 		os.Exit(2)
 	}
+	if *riskReps < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -risk-reps must be at least 1")
+		os.Exit(2)
+	}
+	want := func(part string) bool { return *only == "" || *only == part }
 
 	env := newRunner()
 	defer env.cleanup()
 	metrics := map[string]float64{}
-	if *only != "ssh" {
+	if want("http") {
 		rows, err := benchHTTP(context.Background(), env, *dur, *warm, metrics)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -52,9 +63,16 @@ func main() {
 		}
 		printTable(rows)
 	}
-	if *only != "http" {
+	if want("ssh") {
 		if err := benchSSH(context.Background(), env, metrics); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: ssh:", err)
+			env.cleanup()
+			os.Exit(1)
+		}
+	}
+	if want("risk") {
+		if err := benchRisk(context.Background(), env, *dur, *warm, *riskReps, metrics); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: risk:", err)
 			env.cleanup()
 			os.Exit(1)
 		}

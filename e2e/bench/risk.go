@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/portcullis/portcullis/e2e/harness"
+)
+
+// riskConns is the load of the risk comparison: many connections, where
+// per-request work on the hot path (usage accounting) shows most.
+const riskConns = 64
+
+// benchRisk measures the cost of risk accounting on the proxied-request
+// path: two gateways that differ only in `risk: {disabled: true}`, in
+// front of the same upstream, each with a logged-in session, driven in
+// alternating runs (on, off, off, on, …: a drift of the machine's speed
+// during the run hits both alike). Each pair of runs gives one on/off
+// ratio; the metric is their median, with min and max as the spread.
+func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int, metrics map[string]float64) error {
+	upAddr, stopUp, err := startUpstream()
+	if err != nil {
+		return err
+	}
+	r.Cleanup(stopUp)
+	ca := harness.NewCA(r)
+	certFile, keyFile := ca.Issue(r, "app.localhost", "access.localhost", "127.0.0.1")
+
+	type gw struct {
+		name, url, cookie string
+		rps               []float64
+	}
+	on, off := &gw{name: "risk on"}, &gw{name: "risk off"}
+	for _, g := range []*gw{on, off} {
+		extra := ""
+		if g == off {
+			extra = "risk:\n  disabled: true\n"
+		}
+		addr, cookie, err := startGateway(ctx, r, upAddr, certFile, keyFile, extra)
+		if err != nil {
+			return fmt.Errorf("%s: %w", g.name, err)
+		}
+		g.url, g.cookie = "https://"+addr+"/", cookie
+	}
+	run := func(g *gw, d time.Duration) (load, error) {
+		l, err := runWrk(ctx, g.url, riskConns, d, "Host: app.localhost", "Cookie: "+g.cookie)
+		if err == nil && l.Errors > 0 {
+			err = fmt.Errorf("%s: %d errors (non-2xx or socket) in %d requests", g.name, l.Errors, l.Requests)
+		}
+		return l, err
+	}
+	var ratios []float64
+	for i := range reps {
+		order := []*gw{on, off}
+		if i%2 == 1 {
+			order = []*gw{off, on}
+		}
+		for _, g := range order {
+			if warm > 0 {
+				if _, err := run(g, warm); err != nil {
+					return err
+				}
+			}
+			l, err := run(g, dur)
+			if err != nil {
+				return err
+			}
+			g.rps = append(g.rps, l.RPS)
+		}
+		ratios = append(ratios, on.rps[i]/off.rps[i])
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "rep\trisk on req/s\trisk off req/s\ton/off\t\n")
+	for i := range reps {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.3f\t\n", i+1, on.rps[i], off.rps[i], ratios[i])
+	}
+	tw.Flush()
+	metrics["risk_on_over_off_rps"] = round(median(ratios), 3)
+	metrics["risk_on_over_off_rps_min"] = round(slices.Min(ratios), 3)
+	metrics["risk_on_over_off_rps_max"] = round(slices.Max(ratios), 3)
+	metrics[fmt.Sprintf("http_rps_gateway_risk_on_c%d", riskConns)] = round(median(on.rps), 1)
+	metrics[fmt.Sprintf("http_rps_gateway_risk_off_c%d", riskConns)] = round(median(off.rps), 1)
+	return nil
+}
