@@ -31,16 +31,19 @@ func compile(c Config) *compiled {
 }
 
 // CanaryRoute reports whether host and the normalised path fall under a
-// canary route. It is on the request path: a map lookup when host has no
-// canary, and no allocation.
+// canary route: a prefix matches itself and what lies below it at a
+// segment boundary ("/backup" matches "/backup" and "/backup/x", not
+// "/backups"). Hosts compare case-insensitively, paths exactly. It is on
+// the request path: a map lookup when host has no canary, and no
+// allocation for a lower-case host.
 func (e *Engine) CanaryRoute(host, path string) (string, bool) {
 	c := e.cfg.Load()
 	if len(c.canaryRoutes) == 0 {
 		return "", false
 	}
-	for _, p := range c.canaryRoutes[host] {
+	for _, p := range c.canaryRoutes[strings.ToLower(host)] {
 		if p == "/" || path == p || (strings.HasPrefix(path, p) && (strings.HasSuffix(p, "/") || path[len(p)] == '/')) {
-			return host + p, true
+			return strings.ToLower(host) + p, true
 		}
 	}
 	return "", false

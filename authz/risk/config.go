@@ -3,8 +3,10 @@ package risk
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -181,7 +183,10 @@ func (c Config) Validate() error {
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
 	}
-	for s, t := range c.User {
+	// In a stable order: the messages are shown to an operator, and a
+	// config check that reorders them on every run looks like a new error.
+	for _, s := range slices.Sorted(maps.Keys(c.User)) {
+		t := c.User[s]
 		if !knownSignal(s) {
 			bad("user."+string(s), "unknown signal (known: %s)", signalList())
 			continue
@@ -214,22 +219,41 @@ func (c Config) Validate() error {
 	if c.AlertDedup < 0 || c.AlertDedup > 7*24*time.Hour {
 		bad("alert_dedup", "must be between 0 and 168h")
 	}
+	// Duplicates are refused: harmless for canaries, but usually a typo
+	// hiding the entry that was meant.
+	dup := func(seen map[string]int, field string, i int, key string) {
+		if j, ok := seen[key]; ok {
+			bad(fmt.Sprintf("%s[%d]", field, i), "duplicate of %s[%d]", field, j)
+			return
+		}
+		seen[key] = i
+	}
+	routes := map[string]int{}
 	for i, r := range c.CanaryRoutes {
-		if _, _, err := splitCanaryRoute(r); err != nil {
+		host, prefix, err := splitCanaryRoute(r)
+		if err != nil {
 			bad(fmt.Sprintf("canary.routes[%d]", i), "%v", err)
+			continue
 		}
+		dup(routes, "canary.routes", i, host+prefix)
 	}
+	targets := map[string]int{}
 	for i, n := range c.CanaryTargets {
-		if n == "" || strings.ContainsAny(n, "@ \t/") {
+		if !canaryName(n) {
 			bad(fmt.Sprintf("canary.targets[%d]", i), "must be a target name")
+			continue
 		}
+		dup(targets, "canary.targets", i, strings.ToLower(n))
 	}
+	logins := map[string]int{}
 	for i, n := range c.CanaryLogins {
-		if n == "" || strings.ContainsAny(n, "@ \t/") {
+		if !canaryName(n) {
 			bad(fmt.Sprintf("canary.logins[%d]", i), "must be a login name")
+			continue
 		}
+		dup(logins, "canary.logins", i, n)
 	}
-	names := map[string]bool{}
+	names, sinks := map[string]int{}, map[string]int{}
 	for i, w := range c.Webhooks {
 		f := fmt.Sprintf("alerts.webhooks[%d]", i)
 		if err := checkWebhookURL(w.URL); err != nil {
@@ -238,12 +262,26 @@ func (c Config) Validate() error {
 		if w.Format != "json" && w.Format != "slack" {
 			bad(f+".format", "must be json or slack")
 		}
-		if w.Name != "" && names[w.Name] {
-			bad(f+".name", "duplicate name %q", w.Name)
+		if j, ok := names[w.Name]; ok && w.Name != "" {
+			bad(f+".name", "duplicate name %q (also alerts.webhooks[%d])", w.Name, j)
+		} else {
+			names[w.Name] = i
 		}
-		names[w.Name] = true
+		// One queue per URL and format: a second entry would deliver
+		// every alert twice to the same receiver.
+		if j, ok := sinks[sinkKey(w)]; ok {
+			bad(f+".url", "same URL and format as alerts.webhooks[%d]", j)
+		} else {
+			sinks[sinkKey(w)] = i
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// canaryName is an SSH target or login name: not empty, no spaces, no
+// user@host or path syntax, no control characters.
+func canaryName(n string) bool {
+	return n != "" && !strings.ContainsAny(n, "@ \t/") && !hasControl(n)
 }
 
 func checkThreshold(bad func(string, string, ...any), field string, t Threshold, zeroOK bool) {
@@ -320,8 +358,21 @@ func splitCanaryRoute(r string) (host, prefix string, err error) {
 	host, prefix, _ = strings.Cut(r, "/")
 	prefix = "/" + prefix
 	host = strings.ToLower(host)
-	if host == "" || strings.ContainsAny(host, " \t:@") || strings.ContainsAny(prefix, " \t?#%\\") || strings.Contains(prefix, "..") {
+	// The gateway matches normalised paths (no query, no escapes, no dot
+	// segments) against hosts without a port: a prefix that can never
+	// match such a path would be a canary that never fires.
+	if host == "" || strings.ContainsAny(host, " \t:@?#%\\[]") || strings.ContainsAny(prefix, " \t?#%\\") ||
+		strings.Contains(prefix, "..") || strings.Contains(prefix, "//") || hasControl(r) {
 		return "", "", fmt.Errorf("%q: want host/path-prefix", r)
 	}
 	return host, prefix, nil
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
 }
