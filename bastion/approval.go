@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -45,6 +44,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 )
 
@@ -139,28 +139,31 @@ func validateApproval(c Config) []error {
 	return errs
 }
 
-// serverFor returns the server configuration for one connection: with
-// approvals on, a copy whose keyboard-interactive step can move this
-// connection's deadline.
-func (b *Bastion) serverFor(nc net.Conn) *ssh.ServerConfig {
-	if b.appr == nil {
-		return b.server
+// approve runs one approval (the connection's KeyboardInteractiveCallback):
+// create, show, wait, and on approval build the connection's Permissions.
+// The connection's deadline is lifted for the wait.
+//
+// A failed approval (denied, timed out, abandoned, not matching, or
+// refused for creating too many) counts against the source only. Not
+// against the user who denied it: that user is the one an attacker sends
+// approval links to, and counting their denials would turn phishing
+// attempts into a way to lock them out.
+func (a *authConn) approve(meta ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	b, nc := a.b, a.nc
+	if a.refused {
+		return nil, errAuth
 	}
-	sc := *b.server
-	sc.KeyboardInteractiveCallback = func(meta ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-		return b.approve(nc, meta, client)
-	}
-	return &sc
-}
-
-// approve runs one approval: create, show, wait, and on approval build
-// the connection's Permissions.
-func (b *Bastion) approve(nc net.Conn, meta ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-	src := sourceAddr(meta.RemoteAddr())
+	a.noteUser(meta)
+	src := a.src
 	login, tgt, ok := splitUser(meta.User())
 	if !ok || !src.IsValid() {
 		b.auditApproval(meta, src, TypeSSHAuth, audit.Deny, ReasonBadUsername, nil)
 		return nil, errAuth
+	}
+	if a.canary != "" {
+		// Nobody would be identified before a person approves: no
+		// approval for a canary name.
+		return nil, a.fireCanary(meta, "")
 	}
 	timeout := b.cfg.ApprovalTimeout
 	_ = nc.SetDeadline(time.Now().Add(timeout + approvalGrace))
@@ -178,7 +181,7 @@ func (b *Bastion) approve(nc net.Conn, meta ssh.ConnMetadata, client ssh.Keyboar
 		}
 		b.log.Warn("ssh approval not created", "reason", reason, "source_ip", src.String(), "err", err)
 		b.auditApproval(meta, src, TypeSSHApprovalRequest, audit.Deny, reason, nil)
-		return nil, errAuth
+		return nil, a.approvalFailure(meta, reason)
 	}
 	attrs := map[string]string{"approval": session.ApprovalRef(code), "display_code": rec.Display}
 	b.auditApproval(meta, src, TypeSSHApprovalRequest, audit.Allow, ReasonApprovalRequested, attrs)
@@ -198,7 +201,12 @@ func (b *Bastion) approve(nc net.Conn, meta ssh.ConnMetadata, client ssh.Keyboar
 	}
 	if reason != "" {
 		b.approvalFailed(meta, src, code, reason, attrs, client)
-		return nil, errAuth
+		return nil, a.approvalFailure(meta, reason)
+	}
+	// The approver is who is connecting: locked, or blocked here?
+	v, err := a.gate(d.UserID)
+	if err := a.obey(meta, d.UserID, v, err); err != nil {
+		return nil, err
 	}
 	cert, err := b.approvalCert(d, login, tgt)
 	if err != nil {
@@ -217,10 +225,22 @@ func (b *Bastion) approve(nc net.Conn, meta ssh.ConnMetadata, client ssh.Keyboar
 	}
 	attrs["cert_serial"] = fmt.Sprint(cert.Serial)
 	b.auditApproval(meta, src, TypeSSHAuth, audit.Allow, ReasonApproved, attrs, cert.KeyId)
-	if next := b.sessionMFA(meta, src, cert, perms); next != nil {
-		return nil, next
+	a.accepted = true
+	return a.secondFactor(meta, cert, perms)
+}
+
+// approvalFailure reports a failed approval to the risk engine (the
+// source's failure; see approve) and returns the error for x/crypto.
+// Failures of our own (the store) are not the client's.
+func (a *authConn) approvalFailure(meta ssh.ConnMetadata, reason string) error {
+	if reason == ReasonApprovalUnavailable {
+		return errAuth
 	}
-	return perms, nil
+	v, err := a.fail(risk.SignalApprovalFailure, "")
+	if err == nil && !v.Allow {
+		return a.obey(meta, "", v, nil)
+	}
+	return errAuth
 }
 
 // awaitApproval polls the store until the approval is decided, the

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -33,6 +34,7 @@ import (
 const (
 	permKeyFP    = "portcullis-key-fp"   // fingerprint of the certificate this Permissions is for
 	permVerified = "portcullis-verified" // same, set only once its signature verified
+	permRefused  = "portcullis-refused"  // reason: our CA's certificate, refused (never authenticates)
 )
 
 // certKey is the Permissions.ExtraData key holding the *ssh.Certificate.
@@ -82,6 +84,13 @@ const maxCertLifetime = session.MaxCertTTL + session.CertBackdate + time.Minute
 // revocationTimeout bounds the store round trip during authentication.
 const revocationTimeout = 5 * time.Second
 
+// publicKeyCallback checks a key the client offers (stateless; the
+// connection's authConn.publicKey calls it). A certificate of a trusted
+// CA whose CA signature verifies but which is refused for another reason
+// (revoked, expired, wrong principal …) gets Permissions marked
+// permRefused instead of an error: the refusal is then counted against
+// its key ID once the client has signed with it (authConn.verifiedKey),
+// and those Permissions never authenticate.
 func (b *Bastion) publicKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	src := sourceAddr(meta.RemoteAddr())
 	login, tgt, ok := splitUser(meta.User())
@@ -89,6 +98,22 @@ func (b *Bastion) publicKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey) (*
 	reject := func(reason string, detail error) (*ssh.Permissions, error) {
 		b.auditAuth(meta, src, key, cert, audit.Deny, reason, detail)
 		return nil, errAuth
+	}
+	perms := func() *ssh.Permissions {
+		return &ssh.Permissions{
+			CriticalOptions: map[string]string{},
+			Extensions:      map[string]string{permKeyFP: ssh.FingerprintSHA256(cert)},
+			ExtraData:       map[any]any{certKey{}: cert},
+		}
+	}
+	refuse := func(reason string, detail error) (*ssh.Permissions, error) {
+		if cert.KeyId == "" {
+			return reject(reason, detail)
+		}
+		b.auditAuth(meta, src, key, cert, audit.Deny, reason, detail)
+		p := perms()
+		p.Extensions[permRefused] = reason
+		return p, nil
 	}
 	if !ok {
 		return reject(ReasonBadUsername, nil)
@@ -105,10 +130,17 @@ func (b *Bastion) publicKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey) (*
 	if !b.userCAs[string(cert.SignatureKey.Marshal())] {
 		return reject(ReasonUntrustedCA, nil)
 	}
+	if err := caSignature(cert); err != nil {
+		// Not our CA's statement: nobody's identity.
+		return reject(ReasonBadCertificate, err)
+	}
+	if cert.KeyId == "" {
+		return reject(ReasonNoKeyID, nil)
+	}
 	// x/crypto treats an empty principal list as "any user"; for us it is
 	// a malformed certificate.
 	if len(cert.ValidPrincipals) == 0 || slices.Contains(cert.ValidPrincipals, "") {
-		return reject(ReasonEmptyPrincipals, nil)
+		return refuse(ReasonEmptyPrincipals, nil)
 	}
 	principal := login
 	if tgt == "" {
@@ -116,38 +148,35 @@ func (b *Bastion) publicKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey) (*
 		// but the user name is not a login.
 		principal = cert.ValidPrincipals[0]
 	} else if !slices.Contains(cert.ValidPrincipals, login) {
-		return reject(ReasonPrincipal, nil)
+		return refuse(ReasonPrincipal, nil)
 	}
 	now := b.now().Unix()
 	switch {
 	case cert.ValidAfter > 1<<62 || now < int64(cert.ValidAfter):
-		return reject(ReasonNotYetValid, nil)
+		return refuse(ReasonNotYetValid, nil)
 	case cert.ValidBefore == ssh.CertTimeInfinity || cert.ValidBefore > 1<<62 ||
 		cert.ValidBefore < cert.ValidAfter ||
 		time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second > maxCertLifetime:
-		return reject(ReasonNoExpiry, nil)
+		return refuse(ReasonNoExpiry, nil)
 	case now >= int64(cert.ValidBefore):
-		return reject(ReasonExpired, nil)
+		return refuse(ReasonExpired, nil)
 	}
 	checker := ssh.CertChecker{
 		SupportedCriticalOptions: []string{session.OptSourceAddress},
 		Clock:                    b.now,
 	}
 	if err := checker.CheckCert(principal, cert); err != nil {
-		// Signature, unknown critical options.
-		return reject(ReasonBadCertificate, err)
+		// Unknown critical options (the signature verified above).
+		return refuse(ReasonBadCertificate, err)
 	}
 	if sa, ok := cert.CriticalOptions[session.OptSourceAddress]; ok && !sourceAllowed(sa, src) {
-		return reject(ReasonSourceAddress, nil)
-	}
-	if cert.KeyId == "" {
-		return reject(ReasonNoKeyID, nil)
+		return refuse(ReasonSourceAddress, nil)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), revocationTimeout)
 	defer cancel()
 	if err := b.rev.Check(ctx, cert); err != nil {
 		if errors.Is(err, session.ErrCertRevoked) {
-			return reject(ReasonRevoked, nil)
+			return refuse(ReasonRevoked, nil)
 		}
 		// Store down or anything unexpected: deny (fail closed).
 		if !errors.Is(err, store.ErrUnavailable) {
@@ -155,33 +184,84 @@ func (b *Bastion) publicKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey) (*
 		}
 		return reject(ReasonRevocationUnknown, err)
 	}
-	perms := &ssh.Permissions{
-		// Returned so x/crypto enforces source-address itself as well.
-		CriticalOptions: map[string]string{},
-		Extensions:      map[string]string{permKeyFP: ssh.FingerprintSHA256(cert)},
-		ExtraData:       map[any]any{certKey{}: cert},
-	}
+	p := perms()
+	// Returned so x/crypto enforces source-address itself as well.
 	if sa, ok := cert.CriticalOptions[session.OptSourceAddress]; ok {
-		perms.CriticalOptions[session.OptSourceAddress] = sa
+		p.CriticalOptions[session.OptSourceAddress] = sa
 	}
-	return perms, nil
+	return p, nil
 }
 
-// verifiedKeyCallback runs only after the client signed with key. It
-// accepts the Permissions only if they were made for this very key.
-func (b *Bastion) verifiedKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
-	src := sourceAddr(meta.RemoteAddr())
+// caSignature verifies cert's CA signature alone (x/crypto checks it last,
+// after principals and validity), so that a refusal can tell our CA's
+// certificates from forgeries.
+func caSignature(cert *ssh.Certificate) error {
+	opts := make([]string, 0, len(cert.CriticalOptions))
+	for k := range cert.CriticalOptions {
+		opts = append(opts, k)
+	}
+	principal := ""
+	if len(cert.ValidPrincipals) > 0 {
+		principal = cert.ValidPrincipals[0]
+	}
+	at := time.Unix(int64(cert.ValidAfter), 0)
+	c := ssh.CertChecker{SupportedCriticalOptions: opts, Clock: func() time.Time { return at }}
+	return c.CheckCert(principal, cert)
+}
+
+// publicKey is the connection's PublicKeyCallback.
+func (a *authConn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	if a.refused {
+		return nil, errAuth
+	}
+	a.noteUser(meta)
+	return a.b.publicKeyCallback(meta, key)
+}
+
+// verifiedKey is the connection's VerifiedPublicKeyCallback: it runs only
+// after the client signed with key, and accepts the Permissions only if
+// they were made for this very key. The certificate's key ID is now who
+// is trying: canary touches, locks and refusals are theirs.
+func (a *authConn) verifiedKey(meta ssh.ConnMetadata, key ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+	b := a.b
+	if a.refused {
+		return nil, errAuth
+	}
+	src := a.src
+	if !src.IsValid() {
+		src = sourceAddr(meta.RemoteAddr())
+	}
 	cert, _ := key.(*ssh.Certificate)
 	if !permsBoundTo(perms, key) {
 		b.auditAuth(meta, src, key, cert, audit.Deny, ReasonBindingMismatch, nil)
 		return nil, errAuth
 	}
-	perms.Extensions[permVerified] = perms.Extensions[permKeyFP]
-	b.auditAuth(meta, src, key, cert, audit.Allow, ReasonAuthenticated, nil)
-	if next := b.sessionMFA(meta, src, cert, perms); next != nil {
-		return nil, next
+	userID := cert.KeyId
+	if a.canary != "" {
+		return nil, a.fireCanary(meta, userID)
 	}
-	return perms, nil
+	v, err := a.gate(userID)
+	if err := a.obey(meta, userID, v, err); err != nil {
+		return nil, err
+	}
+	if perms.Extensions[permRefused] != "" {
+		// Our CA's certificate, refused (audited when offered): one
+		// failure per certificate and connection.
+		fp := perms.Extensions[permKeyFP]
+		if a.failedCerts[fp] {
+			return nil, errAuth
+		}
+		a.failedCerts[fp] = true
+		v, err := a.fail(risk.SignalSSHAuthFailure, userID)
+		if err := a.obey(meta, userID, v, err); err != nil {
+			return nil, err
+		}
+		return nil, errAuth
+	}
+	perms.Extensions[permVerified] = perms.Extensions[permKeyFP]
+	a.accepted = true
+	b.auditAuth(meta, src, key, cert, audit.Allow, ReasonAuthenticated, nil)
+	return a.secondFactor(meta, cert, perms)
 }
 
 // permsBoundTo reports whether perms were issued by publicKeyCallback for
@@ -189,6 +269,9 @@ func (b *Bastion) verifiedKeyCallback(meta ssh.ConnMetadata, key ssh.PublicKey, 
 // are both key.
 func permsBoundTo(perms *ssh.Permissions, key ssh.PublicKey) bool {
 	if perms == nil || key == nil || perms.Extensions == nil {
+		return false
+	}
+	if _, ok := key.(*ssh.Certificate); !ok {
 		return false
 	}
 	fp := ssh.FingerprintSHA256(key)
@@ -207,7 +290,7 @@ func verifiedCert(perms *ssh.Permissions) *ssh.Certificate {
 		return nil
 	}
 	fp := ssh.FingerprintSHA256(cert)
-	if perms.Extensions[permVerified] != fp || perms.Extensions[permKeyFP] != fp {
+	if perms.Extensions[permVerified] != fp || perms.Extensions[permKeyFP] != fp || perms.Extensions[permRefused] != "" {
 		return nil
 	}
 	return cert
@@ -291,10 +374,13 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-// MFAVerifier checks a TOTP code (mfa.Manager). Errors other than a wrong
+// MFAVerifier checks TOTP codes (mfa.Manager). Errors other than a wrong
 // code must wrap store.ErrUnavailable; every error denies.
 type MFAVerifier interface {
 	Verify(ctx context.Context, userID, code string) error
+	// Enrolled tells whether userID has TOTP at all (a step-up is only
+	// asked of users who can answer it).
+	Enrolled(ctx context.Context, userID string) (bool, error)
 }
 
 // permSessionMFA marks Permissions whose connection also passed a
@@ -307,39 +393,100 @@ const (
 	ReasonSessionMFAFailed = "per-session-mfa-failed"
 )
 
-// sessionMFA returns, when a role granting this connection requires a
-// TOTP code on every connection, the keyboard-interactive step that asks
-// for it; nil when none is needed or no verifier is configured (the
-// decision then denies with ReasonPerSessionMFA).
-func (b *Bastion) sessionMFA(meta ssh.ConnMetadata, src netip.Addr, cert *ssh.Certificate, perms *ssh.Permissions) error {
-	login, tgt, _ := splitUser(meta.User())
-	if b.mfa == nil || tgt == "" {
-		return nil
+// secondFactor runs after the first factor (certificate or approval) of
+// cert's user was accepted: it asks the risk engine about the login and
+// returns perms when nothing more is needed, or the keyboard-interactive
+// step asking for a TOTP code — when a role granting this connection
+// requires one on every connection, or when the risk engine asks for a
+// step-up (a network new for the user). A step-up is denied outright
+// when the user has no TOTP to answer it with (deny by default: the
+// step-up exists because the certificate alone is not trusted here).
+func (a *authConn) secondFactor(meta ssh.ConnMetadata, cert *ssh.Certificate, perms *ssh.Permissions) (*ssh.Permissions, error) {
+	b := a.b
+	userID := cert.KeyId
+	ctx, cancel := riskCtx(a.ctx)
+	lr, err := b.risk.Assess(ctx, userID, a.src, "ssh")
+	cancel()
+	if err != nil {
+		return nil, a.obey(meta, userID, risk.Verdict{}, err)
 	}
-	dec, _ := b.decide(b.policy.Load(), accessFor(cert, src, tgt, login))
-	if dec.Reason != ReasonPerSessionMFA {
-		return nil
+	roleMFA := a.roleNeedsMFA(meta, cert)
+	switch {
+	case !lr.StepUp && !roleMFA:
+		a.record(userID)
+		return perms, nil
+	case lr.StepUp && b.mfa == nil:
+		a.auditRefusal(meta, userID, ReasonStepUpNoTOTP, "")
+		return nil, a.refuse(stepUpNoVerifier)
+	case b.mfa == nil:
+		// The decision denies with ReasonPerSessionMFA.
+		return perms, nil
 	}
+	ctx, cancel = riskCtx(a.ctx)
+	enrolled, err := b.mfa.Enrolled(ctx, userID)
+	cancel()
+	switch {
+	case err != nil:
+		return nil, a.obey(meta, userID, risk.Verdict{}, err)
+	case !enrolled && lr.StepUp:
+		a.auditRefusal(meta, userID, ReasonStepUpNoTOTP, "")
+		return nil, a.refuse(stepUpNoTOTP)
+	case !enrolled:
+		// Nothing to ask (and a code asked for would count as a wrong
+		// guess): the decision denies with ReasonPerSessionMFA.
+		return perms, nil
+	}
+	instruction := "Portcullis: your role asks for a one-time code on every connection."
+	if lr.StepUp {
+		instruction = "Portcullis: this login comes from a network new for your account; enter a one-time code from your authenticator."
+	}
+	src := a.src
 	fp := perms.Extensions[permKeyFP]
-	return &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+	return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
 		KeyboardInteractiveCallback: func(meta ssh.ConnMetadata, client ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
-			answers, err := client("", "Portcullis: your role asks for a one-time code on every connection.",
-				[]string{"TOTP code: "}, []bool{false})
+			if a.refused {
+				return nil, errAuth
+			}
+			answers, err := client("", instruction, []string{"TOTP code: "}, []bool{false})
 			if err != nil || len(answers) != 1 {
 				return nil, errAuth
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), revocationTimeout)
+			// Locked meanwhile (on any instance)? Ask before the code.
+			v, err := a.gate(userID)
+			if err := a.obey(meta, userID, v, err); err != nil {
+				return nil, err
+			}
+			ctx, cancel := riskCtx(a.ctx)
 			defer cancel()
 			// The code itself is never logged or audited.
-			if err := b.mfa.Verify(ctx, cert.KeyId, strings.TrimSpace(answers[0])); err != nil {
+			if err := b.mfa.Verify(ctx, userID, strings.TrimSpace(answers[0])); err != nil {
+				if errors.Is(err, store.ErrUnavailable) {
+					return nil, a.obey(meta, userID, risk.Verdict{}, err)
+				}
 				b.auditAuth(meta, src, cert, cert, audit.Deny, ReasonSessionMFAFailed, err)
+				v, err := a.fail(risk.SignalTOTPFailure, userID)
+				if err := a.obey(meta, userID, v, err); err != nil {
+					return nil, err
+				}
 				return nil, errAuth
 			}
 			b.auditAuth(meta, src, cert, cert, audit.Allow, ReasonSessionMFAOK, nil)
 			perms.Extensions[permSessionMFA] = fp
+			a.record(userID)
 			return perms, nil
 		},
 	}}
+}
+
+// roleNeedsMFA reports whether a role granting this connection requires a
+// TOTP code on every connection.
+func (a *authConn) roleNeedsMFA(meta ssh.ConnMetadata, cert *ssh.Certificate) bool {
+	login, tgt, _ := splitUser(meta.User())
+	if tgt == "" {
+		return false
+	}
+	dec, _ := a.b.decide(a.b.policy.Load(), accessFor(cert, a.src, tgt, login))
+	return dec.Reason == ReasonPerSessionMFA
 }
 
 // sessionMFAVerified reports whether perms record a per-session TOTP check

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -20,7 +21,11 @@ import (
 // bastion must refuse; each case asserts the refusal, the audit reason
 // and that no session started.
 func TestAuthRefused(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	// Every case is alice's: her failures must not lock her here
+	// (TestRiskLockdown counts them).
+	rc := testRiskConfig()
+	rc.User = map[risk.Signal]risk.Threshold{risk.SignalSSHAuthFailure: {Count: 0, Window: time.Minute}}
+	e := newEnv(t, envOptions{risk: &rc})
 	otherCA, _ := newSigner(t)
 	now := time.Now()
 	validCert := func(principals ...string) *ssh.Certificate {
@@ -169,11 +174,13 @@ func TestAuthBinding(t *testing.T) {
 	if verifiedCert(permsA) != nil {
 		t.Fatal("permissions count as verified before any signature")
 	}
-	if _, err := e.b.verifiedKeyCallback(meta, bob.cert, permsA, ""); err == nil {
+	a := e.b.newAuthConn(context.Background(), nil)
+	a.src = sourceAddr(meta.RemoteAddr())
+	if _, err := a.verifiedKey(meta, bob.cert, permsA, ""); err == nil {
 		t.Fatal("alice's permissions accepted for bob's key")
 	}
 	e.waitAudit(TypeSSHAuth, ReasonBindingMismatch)
-	got, err := e.b.verifiedKeyCallback(meta, bob.cert, permsB, "")
+	got, err := a.verifiedKey(meta, bob.cert, permsB, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,10 @@ type Deps struct {
 	// Approvals holds keyboard-interactive approvals
 	// (session.SSHApprovals); required when Config.ApprovalURL is set.
 	Approvals Approvals
+	// Risk is the risk engine (risk.Engine, required): the bastion
+	// reports failures, canary touches, logins and usage to it and obeys
+	// its verdicts (risk.go).
+	Risk Risk
 }
 
 // Bastion is the SSH enforcement point. Create it with New and run it with
@@ -111,6 +115,7 @@ type Bastion struct {
 	audit    audit.Emitter
 	rev      Revocations
 	mfa      MFAVerifier
+	risk     Risk
 	log      *slog.Logger
 	now      func() time.Time
 	rand     io.Reader
@@ -164,6 +169,8 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		return nil, errors.New("bastion: an audit emitter is required")
 	case deps.Revocations == nil:
 		return nil, errors.New("bastion: certificate revocations are required")
+	case deps.Risk == nil:
+		return nil, errors.New("bastion: a risk engine is required")
 	}
 	b := &Bastion{
 		cfg:        cfg,
@@ -172,6 +179,7 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		audit:      deps.Audit,
 		rev:        deps.Revocations,
 		mfa:        deps.MFA,
+		risk:       deps.Risk,
 		log:        deps.Logger,
 		now:        deps.Now,
 		rand:       deps.Rand,
@@ -240,13 +248,14 @@ var (
 	upstreamCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr", "aes256-ctr"}
 )
 
+// serverConfig is the configuration every connection's own copy starts
+// from; the authentication callbacks are bound per connection
+// (authConn.serverConfig).
 func (b *Bastion) serverConfig() *ssh.ServerConfig {
 	sc := &ssh.ServerConfig{
-		Config:                    ssh.Config{Ciphers: serverCiphers, Rand: b.rand},
-		MaxAuthTries:              b.cfg.MaxAuthTries,
-		PublicKeyCallback:         b.publicKeyCallback,
-		VerifiedPublicKeyCallback: b.verifiedKeyCallback,
-		ServerVersion:             "SSH-2.0-Portcullis",
+		Config:        ssh.Config{Ciphers: serverCiphers, Rand: b.rand},
+		MaxAuthTries:  b.cfg.MaxAuthTries,
+		ServerVersion: "SSH-2.0-Portcullis",
 	}
 	for _, k := range b.cfg.HostKeys {
 		sc.AddHostKey(k)
@@ -330,16 +339,19 @@ func (b *Bastion) watchdog(ctx context.Context) {
 	}
 }
 
-// handle runs one TCP connection: handshake and authentication under a
-// deadline, then the session.
+// handle runs one TCP connection: admission, handshake and
+// authentication under a deadline, then the session.
 func (b *Bastion) handle(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(b.cfg.HandshakeTimeout))
-	// serverFor: with approvals on, a per-connection config whose
-	// keyboard-interactive step may extend this deadline (approval.go).
-	sconn, chans, reqs, err := ssh.NewServerConn(newReadConn(nc), b.serverFor(nc))
+	a := b.newAuthConn(ctx, nc)
+	// Before the key exchange: a blocked source costs one store read
+	// and never reaches a callback that could count against a user.
+	a.admit()
+	sconn, chans, reqs, err := ssh.NewServerConn(newReadConn(nc), a.serverConfig())
 	if err != nil {
 		b.log.Debug("ssh handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		a.ended()
 		return
 	}
 	nc.SetDeadline(time.Time{})

@@ -87,7 +87,8 @@ func TestConfigValidate(t *testing.T) {
 
 func TestNewRefuses(t *testing.T) {
 	cfg := validConfig(t)
-	ok := Deps{Policy: nil, Audit: &audit.Memory{}, Revocations: failingRevocations{}}
+	rk := testRiskEngine(t)
+	ok := Deps{Policy: nil, Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: rk}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -95,8 +96,9 @@ func TestNewRefuses(t *testing.T) {
 	}{
 		{"invalid config", Config{}, ok},
 		{"no policy", cfg, ok},
-		{"no audit", cfg, Deps{Policy: testPolicySource(t), Revocations: failingRevocations{}}},
-		{"no revocations", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}}},
+		{"no audit", cfg, Deps{Policy: testPolicySource(t), Revocations: failingRevocations{}, Risk: rk}},
+		{"no revocations", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Risk: rk}},
+		{"no risk engine", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Revocations: failingRevocations{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg, tc.deps); err == nil {

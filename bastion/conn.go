@@ -66,6 +66,9 @@ type conn struct {
 	recFailOnce sync.Once
 	agentOn     atomic.Bool // agent forwarding requested and granted
 	ka          keepaliveState
+	// download is bytes sent to the client not yet reported to the
+	// risk engine (risk.go: sent).
+	download atomic.Int64
 }
 
 // keepaliveState tracks the client keepalive probe.
@@ -232,6 +235,9 @@ func (c *conn) setup() {
 		c.b.audit.Emit(context.Background(), ev)
 		c.mode = modeDenied
 		c.userMsg = fmt.Sprintf("access denied (%s)", ref)
+		if locked := c.denied(); locked != nil {
+			c.userMsg = locked.Message
+		}
 		return
 	}
 	ev.Decision = audit.Allow
@@ -252,6 +258,9 @@ func (c *conn) setup() {
 	start := c.event(TypeSSHSessionStart)
 	start.Attrs["recording"] = c.rec.Path()
 	c.b.audit.Emit(context.Background(), start)
+	// A lock raised since authentication, whose event came before the
+	// session was registered, ends it now.
+	c.recheckLock()
 	go c.dialUpstream()
 }
 
@@ -303,6 +312,9 @@ func (c *conn) event(typ string) audit.Event {
 }
 
 func (c *conn) dispatch(nc ssh.NewChannel) {
+	if nc.ChannelType() == "direct-tcpip" && c.canaryChannel(nc) {
+		return
+	}
 	switch c.mode {
 	case modeList:
 		c.channels.Add(1)
@@ -529,6 +541,7 @@ func (c *conn) finish() {
 	if c.mode != modeRelay {
 		return
 	}
+	c.flushUsage()
 	c.b.registry.remove(c)
 	cause := causeOf(c.ctx)
 	ev := c.event(TypeSSHSessionEnd)

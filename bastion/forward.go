@@ -215,6 +215,7 @@ func (c *conn) handleDirectTCPIP(nc ssh.NewChannel) {
 	relayBoth(c.ctx, ch, upCh, func(toClient bool, n int) {
 		if toClient {
 			in.Add(int64(n))
+			c.sent(n)
 		} else {
 			out.Add(int64(n))
 		}
@@ -260,10 +261,19 @@ func (c *conn) resolveForward(host string, port uint16) (netip.Addr, string) {
 	return netip.Addr{}, reason
 }
 
+// denyForward refuses a port forward. A policy refusal (not a malformed
+// request, not a name that does not resolve) is a denied decision for the
+// risk engine.
 func (c *conn) denyForward(nc ssh.NewChannel, dest, reason string) {
 	c.auditChannel("direct-tcpip", reason, map[string]string{"dest": dest})
 	c.recordEvent(0, recording.Event{Type: recording.EventDenied, Kind: "direct-tcpip", Dest: dest, Reason: reason})
 	nc.Reject(ssh.Prohibited, "port forwarding to this destination is not allowed")
+	switch reason {
+	case ReasonForwardNotPermitted, ReasonForwardNotAllowed, ReasonForwardDeniedAddr:
+		if locked := c.denied(); locked != nil {
+			c.cancel(locked)
+		}
+	}
 }
 
 func netJoin(host string, port uint32) string {

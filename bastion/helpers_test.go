@@ -23,6 +23,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion/recording"
@@ -202,6 +203,7 @@ type env struct {
 	dir      string
 	policy   *atomic.Pointer[authz.Policy]
 	resolver *fakeResolver
+	risk     *risk.Engine
 	stop     context.CancelFunc
 	done     chan error
 }
@@ -212,6 +214,55 @@ type envOptions struct {
 	config   func(*Config)
 	deps     func(*Deps)
 	noTarget bool
+	// risk is the risk configuration (default: testRiskConfig).
+	risk *risk.Config
+}
+
+// testRiskConfig is the risk configuration of tests that are not about
+// risk: every test connects from 127.0.0.1, so the source thresholds are
+// out of reach.
+func testRiskConfig() risk.Config {
+	return risk.Config{
+		SourceIP:      risk.Threshold{Count: 100000, Window: 5 * time.Minute},
+		SourceNetwork: risk.Threshold{Count: 100000, Window: 5 * time.Minute},
+	}
+}
+
+// certRevoker revokes a locked user's certificates, as the server wires
+// the engine.
+type certRevoker struct{ r *session.CertRevocations }
+
+func (c certRevoker) RevokeUser(ctx context.Context, userID, reason string) error {
+	return c.r.RevokeKeyID(ctx, userID, reason)
+}
+
+// testRiskEngine is a risk engine over a store of its own (for tests of
+// New).
+func testRiskEngine(t testing.TB) *risk.Engine {
+	t.Helper()
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "risk.db"), store.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e, err := risk.New(testRiskConfig(), st, risk.Options{Audit: &audit.Memory{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// newRisk builds a real risk engine over st on clock, revoking
+// certificates in rev on a lock.
+func newRisk(t testing.TB, cfg risk.Config, st risk.Store, clock func() time.Time, rev *session.CertRevocations, em audit.Emitter) *risk.Engine {
+	t.Helper()
+	e, err := risk.New(cfg, st, risk.Options{
+		Instance: "test", Now: clock, Audit: em, Revokers: []risk.Revoker{certRevoker{rev}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // testPolicy grants alice (role eng) root on db-1 with file transfer and
@@ -319,6 +370,20 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	}
 	if opts.deps != nil {
 		opts.deps(&deps)
+	}
+	if deps.Risk == nil {
+		// The engine shares the bastion's store (as in the server), so
+		// its lock events reach the bastion's feed.
+		rs, ok := deps.Store.(risk.Store)
+		if !ok {
+			rs = e.st
+		}
+		rc := testRiskConfig()
+		if opts.risk != nil {
+			rc = *opts.risk
+		}
+		e.risk = newRisk(t, rc, rs, e.clock.Now, e.rev, e.audit)
+		deps.Risk = e.risk
 	}
 	e.b, err = New(cfg, deps)
 	if err != nil {

@@ -145,10 +145,10 @@ func TestSessionEnds(t *testing.T) {
 			}
 		}, EndUserRevoked, "access was revoked"},
 		{"account locked", func(_ *liveSession, u *user) {
-			if err := e.st.Publish(ctx, store.Event{Kind: store.EventLocked, Subject: "user:" + u.cert.KeyId}); err != nil {
+			if _, err := e.risk.Lock(ctx, u.cert.KeyId, "incident 7", "admin@example"); err != nil {
 				t.Error(err)
 			}
-		}, EndUserRevoked, "access was revoked"},
+		}, EndLocked, "This account is locked. Contact your administrator with reference "},
 		{"role removed by a policy change", func(*liveSession, *user) {
 			pc := testPolicy()
 			pc.Roles[0].Users = []string{"someone-else"}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,14 +17,21 @@ import (
 	"github.com/portcullis/portcullis/authz/audit"
 )
 
-// fakeMFA accepts one code, once per use (the real replay guard lives in
-// authz/mfa).
-type fakeMFA struct{ code string }
+// fakeMFA accepts one code (the real replay guard lives in authz/mfa) for
+// erin and the users listed.
+type fakeMFA struct {
+	code  string
+	users []string
+}
 
 var errWrongCode = errors.New("invalid code")
 
-func (f fakeMFA) Verify(_ context.Context, userID, code string) error {
-	if userID == "erin" && code == f.code {
+func (f fakeMFA) Enrolled(_ context.Context, userID string) (bool, error) {
+	return userID == "erin" || slices.Contains(f.users, userID), nil
+}
+
+func (f fakeMFA) Verify(ctx context.Context, userID, code string) error {
+	if ok, _ := f.Enrolled(ctx, userID); ok && code == f.code {
 		return nil
 	}
 	return errWrongCode

@@ -225,8 +225,11 @@ func (b *Bastion) apply(ctx context.Context, ev store.Event) {
 	case store.EventUserRevoked:
 		reg.KillWhere(func(i SessionInfo) bool { return i.UserID == ev.Subject }, causeUserRevoked)
 	case store.EventLocked:
+		// A user lock (risk engine, any instance) ends the user's
+		// sessions with the locked message. Source blocks do not: they
+		// throttle authentication, and live sessions are authenticated.
 		if id, ok := strings.CutPrefix(ev.Subject, "user:"); ok {
-			reg.KillWhere(func(i SessionInfo) bool { return i.UserID == id }, causeUserRevoked)
+			b.endLocked(ctx, id)
 		}
 	case store.EventPolicyChanged:
 		b.Reevaluate()

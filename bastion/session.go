@@ -157,11 +157,26 @@ func (s *sessionChan) serve(reqs, upReqs <-chan *ssh.Request) {
 	}
 }
 
-// deny records and audits a refused request.
+// deny records and audits a refused request. Refused file transfers are
+// denied authorization decisions and reported to the risk engine; the
+// other refusals (pty, agent, X11, environment) are mostly what a client
+// asks for by configuration, on every connection.
 func (s *sessionChan) deny(kind, name, reason string) (bool, error) {
 	s.c.auditChannel(kind, reason, map[string]string{"name": name})
-	return false, s.c.recordEvent(s.id, recording.Event{Type: recording.EventDenied, Kind: kind, Name: name, Reason: reason})
+	err := s.c.recordEvent(s.id, recording.Event{Type: recording.EventDenied, Kind: kind, Name: name, Reason: reason})
+	if reason == reasonFileTransferDenied || reason == reasonSFTPExec {
+		if locked := s.c.denied(); locked != nil {
+			s.c.cancel(locked)
+		}
+	}
+	return false, err
 }
+
+// Refused file transfers (reported as denied decisions).
+const (
+	reasonFileTransferDenied = "file-transfer-not-permitted"
+	reasonSFTPExec           = "sftp-server-exec-not-allowed"
+)
 
 // clientRequest decides one request; it returns the reply and a recording
 // error.
@@ -222,11 +237,11 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 		if isSFTPServer(m.Command) {
 			// File transfer must use the sftp subsystem, which is parsed
 			// and permission-checked.
-			return s.deny(req.Type, m.Command, "sftp-server-exec-not-allowed")
+			return s.deny(req.Type, m.Command, reasonSFTPExec)
 		}
 		scp := recording.NewSCPParser(m.Command, s.emit)
 		if scp != nil && !c.grant.fileTransfer {
-			return s.deny(req.Type, m.Command, "file-transfer-not-permitted")
+			return s.deny(req.Type, m.Command, reasonFileTransferDenied)
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventExec, Command: m.Command}); err != nil {
 			return false, err
@@ -244,7 +259,7 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 			return s.deny(req.Type, m.Name, "subsystem-not-allowed")
 		}
 		if !c.grant.fileTransfer {
-			return s.deny(req.Type, m.Name, "file-transfer-not-permitted")
+			return s.deny(req.Type, m.Name, reasonFileTransferDenied)
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventSubsystem, Name: m.Name}); err != nil {
 			return false, err
@@ -324,6 +339,8 @@ func (s *sessionChan) startWith(req *ssh.Request, p streamParser) (bool, error) 
 func (s *sessionChan) startPumps() {
 	c := s.c
 	touch := func(int) { c.touch() }
+	// Output towards the client is what the user downloads.
+	toClient := func(n int) { c.touch(); c.sent(n) }
 	var outObserve, errObserve, inObserve func([]byte) error
 	switch {
 	case s.sftp:
@@ -344,11 +361,11 @@ func (s *sessionChan) startPumps() {
 	s.outputs.Add(2)
 	go func() {
 		defer s.outputs.Done()
-		s.endOnError(pump(s.ch, s.up, outObserve, touch))
+		s.endOnError(pump(s.ch, s.up, outObserve, toClient))
 	}()
 	go func() {
 		defer s.outputs.Done()
-		s.endOnError(pump(s.stderr(), s.up.Stderr(), errObserve, touch))
+		s.endOnError(pump(s.stderr(), s.up.Stderr(), errObserve, toClient))
 	}()
 	s.inputs.Add(1)
 	go func() {

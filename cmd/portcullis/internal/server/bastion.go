@@ -60,9 +60,12 @@ func (in *Instance) openBastion(ctx context.Context, cfg *config.Config, opts Op
 		Audit:       in.Audit,
 		Revocations: in.CertRevocations,
 		MFA:         in.MFA,
-		Logger:      log,
-		Now:         opts.Now,
-		Rand:        opts.Rand,
+		// Built by openRisk before the bastion: the bastion reports
+		// failures and obeys locks through it.
+		Risk:   in.Risk,
+		Logger: log,
+		Now:    opts.Now,
+		Rand:   opts.Rand,
 	})
 	if err != nil {
 		return fmt.Errorf("bastion: %w", err)
