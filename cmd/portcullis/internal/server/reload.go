@@ -5,11 +5,33 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/config"
 )
 
+// reloadRisk swaps the risk engine's settings for cfg's (counts, history
+// and locks survive). Load has already validated them, but should the
+// engine still refuse them the settings in force stay: a bad risk section
+// must never leave the instance without detection. The outcome is noted
+// on the reload's audit event ev (as a code: no settings or secrets).
+func (in *Instance) reloadRisk(cfg *config.Config, ev *audit.Event) {
+	if in.Risk == nil {
+		return
+	}
+	if reflect.DeepEqual(in.Risk.Config(), cfg.Risk.WithDefaults()) {
+		return
+	}
+	if err := in.Risk.SetConfig(cfg.Risk); err != nil {
+		ev.Attrs["risk"] = "invalid-risk-config-kept-previous"
+		in.log.Error("risk settings refused on reload; keeping the ones in force", "err", err)
+		return
+	}
+	ev.Attrs["risk"] = "reloaded"
+	in.log.Info("risk settings reloaded")
+}
+
 // restartSections names the sections whose settings differ between old and
-// new, other than the policy (which reload applies). Secrets are compared
+// new, other than the policy and risk (which reload applies). Secrets are compared
 // but never printed.
 func restartSections(old, cur *config.Config) []string {
 	var out []string

@@ -180,9 +180,10 @@ func (in *Instance) Close() error {
 }
 
 // Reload re-reads the configuration through load and swaps in the new
-// policy. On any error the running policy stays. Only the policy is
-// reloaded: other sections take effect at the next restart, and a warning
-// names the ones that changed.
+// policy and risk settings. On any error the running policy (and risk
+// settings) stay. Only the policy and the risk section are reloaded: other
+// sections take effect at the next restart, and a warning names the ones
+// that changed.
 func (in *Instance) Reload(ctx context.Context, load func() (*config.Config, error)) error {
 	ev := audit.Event{Type: audit.TypeConfigReload, Attrs: map[string]string{"file": in.Config.Path}}
 	cfg, err := load()
@@ -194,6 +195,7 @@ func (in *Instance) Reload(ctx context.Context, load func() (*config.Config, err
 	}
 	in.Policy.Store(cfg.Compiled)
 	ev.Decision, ev.Reason = audit.Allow, "policy-reloaded"
+	in.reloadRisk(cfg, &ev)
 	// Role and rule changes apply to live SSH sessions too: those the new
 	// policy no longer allows end now.
 	if ended := in.reevaluateSSH(); ended > 0 {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
+	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/config"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/testfixture"
 )
@@ -125,5 +128,59 @@ func TestRestartSections(t *testing.T) {
 	got := restartSections(a, b)
 	if !slices.Equal(got, []string{"gateway", "session", "store"}) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// TestReloadRisk: a reload swaps the risk engine's settings; settings the
+// engine refuses keep the ones in force, and the audit event says which.
+func TestReloadRisk(t *testing.T) {
+	f := testfixture.New(t)
+	base := load(t, f)
+	tighter := *base
+	tighter.Risk.User = map[risk.Signal]risk.Threshold{risk.SignalTOTPFailure: {Count: 2, Window: time.Minute}}
+	refused := tighter
+	refused.Risk.SourceBlock = -time.Second // Load would refuse it; the engine must too
+
+	tests := []struct {
+		name     string
+		cfg      *config.Config
+		wantTOTP risk.Threshold
+		attr     string // Attrs["risk"] of the reload event; "" absent
+	}{
+		{"new settings apply", &tighter, risk.Threshold{Count: 2, Window: time.Minute}, "reloaded"},
+		{"unchanged settings are not reported", base, risk.Threshold{Count: 5, Window: 15 * time.Minute}, ""},
+		{"refused settings keep the old ones", &refused, risk.Threshold{Count: 5, Window: 15 * time.Minute}, "invalid-risk-config-kept-previous"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"), store.EmbeddedOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			mem := &audit.Memory{}
+			eng, err := risk.New(base.Risk, st, risk.Options{Audit: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &Instance{Config: base, Policy: new(atomic.Pointer[authz.Policy]), Risk: eng, emit: mem, log: slog.New(slog.DiscardHandler)}
+			in.Policy.Store(base.Compiled)
+			if err := in.Reload(context.Background(), func() (*config.Config, error) { return tc.cfg, nil }); err != nil {
+				t.Fatal(err)
+			}
+			if got := eng.Config().User[risk.SignalTOTPFailure]; got != tc.wantTOTP {
+				t.Errorf("totp threshold %v, want %v", got, tc.wantTOTP)
+			}
+			evs := mem.Find(audit.TypeConfigReload, "policy-reloaded")
+			if len(evs) != 1 {
+				t.Fatalf("audit events %+v", mem.Events())
+			}
+			if got := evs[0].Attrs["risk"]; got != tc.attr {
+				t.Errorf("risk attr %q, want %q", got, tc.attr)
+			}
+			if _, ok := evs[0].Attrs["restart_needed"]; ok {
+				t.Errorf("a risk change must not ask for a restart: %v", evs[0].Attrs)
+			}
+		})
 	}
 }
