@@ -14,9 +14,12 @@ import (
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/adminclient"
 )
 
-// maxSubject bounds a lock subject or user ID typed on the command line
-// (the server has its own limit; this one gives a clear message first).
-const maxSubject = 1024
+// Limits the server applies too; checked here for a clear message before
+// anything is sent.
+const (
+	maxSubject = 512 + len("user:")
+	maxReason  = 200
+)
 
 // adminLocks lists account locks and source blocks.
 func adminLocks(ctx context.Context, conn *adminConn, args []string, stdout, stderr io.Writer) int {
@@ -64,7 +67,12 @@ func adminLock(ctx context.Context, conn *adminConn, args []string, stdout, stde
 	}
 	var resp adminclient.LockResponse
 	printed, err := call(ctx, conn, adminclient.LockUser(user, why), stdout, &resp)
-	if err != nil {
+	var apiErr *adminclient.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
+		// Users are known from their first web login on.
+		return fail(stderr, "admin lock", fmt.Errorf("%s is not a known user (see portcullis admin users)", adminclient.Sanitize(user)))
+	case err != nil:
 		return fail(stderr, "admin lock", err)
 	}
 	if !printed {
@@ -113,8 +121,8 @@ func lockArgs(fs *flag.FlagSet, args []string, what string, reason *string, stde
 	if why == "" {
 		return "", "", usageError(fs, stderr, "--reason is required (it is recorded in the audit trail)"), false
 	}
-	if len(why) > 512 || !utf8.ValidString(why) {
-		return "", "", usageError(fs, stderr, "--reason must be UTF-8 text of at most 512 bytes"), false
+	if len(why) > maxReason || !utf8.ValidString(why) || adminclient.Sanitize(why) != why {
+		return "", "", usageError(fs, stderr, "--reason must be printable text of at most %d bytes", maxReason), false
 	}
 	return pos[0], why, 0, true
 }
@@ -129,8 +137,8 @@ func checkSubject(s string) error {
 		if _, err := netip.ParseAddr(rest); err == nil {
 			return nil
 		}
-		if p, err := netip.ParsePrefix(rest); err == nil && p.Masked() == p {
-			return nil
+		if _, err := netip.ParsePrefix(rest); err == nil {
+			return nil // the server masks host bits, as locks lists it
 		}
 		return fmt.Errorf("bad subject %q: want ip:ADDR or ip:NETWORK/BITS (as admin locks lists it)", s)
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/gateway"
@@ -85,6 +86,11 @@ func newLoginGateway(t *testing.T) *loginGateway {
 	}
 	var pp atomic.Pointer[authz.Policy]
 	pp.Store(pol)
+	// The gateway requires a risk engine; its defaults never lock in these tests.
+	eng, err := risk.New(risk.Config{}, st, risk.Options{Audit: lg.audit, Revokers: []risk.Revoker{lg.sessions}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	signing, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,7 +101,7 @@ func newLoginGateway(t *testing.T) *loginGateway {
 	g, err := gateway.New(gateway.Config{
 		Listen: ln.Addr().String(), AccessHost: "localhost", PublicPort: port, SSHAddr: "bastion.test:2222",
 		TLS: gateway.TLSConfig{Mode: "self-signed", SelfSignedDir: filepath.Join(dir, "tls")},
-	}, gateway.Deps{Policy: &pp, Sessions: lg.sessions, Store: st, Audit: lg.audit, SigningKey: signing, SSHCA: lg.ca})
+	}, gateway.Deps{Policy: &pp, Sessions: lg.sessions, Store: st, Audit: lg.audit, SigningKey: signing, SSHCA: lg.ca, Risk: eng})
 	if err != nil {
 		t.Fatal(err)
 	}

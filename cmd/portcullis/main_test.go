@@ -182,6 +182,9 @@ func newFakeAdmin(t *testing.T) *fakeAdmin {
 		case r.URL.Path == "/api/admin/locks":
 			io.WriteString(w, `{"locks":[{"subject":"user:https://idp#alice","reason":"totp-failure","ref":"R-7KQ2","created_at":"2026-01-02T03:04:05Z","detail":"5 in 15m\u001b[2J"},
 				{"subject":"ip:203.0.113.0/24","reason":"source-failures","ref":"R-9XH1","created_at":"2026-01-02T03:04:05Z","expires_at":"2026-01-02T03:19:05Z","detail":"100 in 5m"}]}`)
+		case r.URL.Path == "/api/admin/locks/lock" && strings.Contains(string(b), `"user_id":"ghost"`):
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":"no such user","ref":"ref-NU"}`)
 		case r.URL.Path == "/api/admin/locks/lock":
 			io.WriteString(w, `{"lock":{"subject":"user:https://idp#bob","reason":"admin","ref":"R-LOCK1","created_at":"2026-01-02T03:04:05Z","detail":"by local-admin"}}`)
 		case r.URL.Path == "/api/admin/locks/unlock" && strings.Contains(string(b), `"subject":"nobody"`):

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/gateway"
 )
 
 // User is one row of GET /api/admin/users.
@@ -124,42 +125,27 @@ func RevokeCert(serial uint64, keyID, reason string) Request {
 }
 
 // Lock is one account lock or source block, as GET /api/admin/locks
-// lists it. ExpiresAt is zero for account locks: they never expire.
-type Lock struct {
-	Subject   string    `json:"subject"`
-	Reason    string    `json:"reason"`
-	Ref       string    `json:"ref"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Detail    string    `json:"detail"`
-}
+// lists it (the gateway's view type: one definition of the wire format).
+// ExpiresAt is zero for account locks: they never expire.
+type Lock = gateway.LockView
 
 // LocksResponse is the answer of GET /api/admin/locks.
-type LocksResponse struct {
-	Locks []Lock `json:"locks"`
-}
+type LocksResponse = gateway.LocksResponse
 
 // LockResponse is the answer of the lock and unlock calls.
-type LockResponse struct {
-	Lock Lock `json:"lock"`
-}
+type LockResponse = gateway.LockResponse
 
 // Locks lists current account locks and source blocks.
 func Locks() Request { return Request{Method: http.MethodGet, Path: prefix + "locks"} }
 
-// LockUser locks an account on every instance (reason required).
+// LockUser locks an account on every instance (reason required). A user
+// the server has never seen answers 404.
 func LockUser(userID, reason string) Request {
-	return Request{Method: http.MethodPost, Path: prefix + "locks/lock", Body: struct {
-		UserID string `json:"user_id"`
-		Reason string `json:"reason"`
-	}{userID, reason}}
+	return Request{Method: http.MethodPost, Path: prefix + "locks/lock", Body: gateway.LockRequest{UserID: userID, Reason: reason}}
 }
 
 // Unlock lifts a lock or block: subject is a user ID, "user:<id>" or
 // "ip:<address or prefix>" (reason required). Not locked answers 404.
 func Unlock(subject, reason string) Request {
-	return Request{Method: http.MethodPost, Path: prefix + "locks/unlock", Body: struct {
-		Subject string `json:"subject"`
-		Reason  string `json:"reason"`
-	}{subject, reason}}
+	return Request{Method: http.MethodPost, Path: prefix + "locks/unlock", Body: gateway.UnlockRequest{Subject: subject, Reason: reason}}
 }
