@@ -301,11 +301,14 @@ func (e *Engine) block(ctx context.Context, c *compiled, p netip.Prefix, reason,
 	}
 	attrs["subject"] = subject
 	attrs["duration"] = dur.String()
+	// The same spelling as every other event's source_ip for an address
+	// ("192.0.2.7", not "192.0.2.7/32"), so a search by address finds it.
+	src := strings.TrimPrefix(subject, "ip:")
 	e.log.WarnContext(ctx, "source blocked", "subject", subject, "reason", reason, "detail", detail, "for", dur, "ref", ref)
-	e.opts.Audit.Emit(ctx, audit.Event{Type: audit.TypeRiskBlock, UserID: userID, SourceIP: p.String(),
+	e.opts.Audit.Emit(ctx, audit.Event{Type: audit.TypeRiskBlock, UserID: userID, SourceIP: src,
 		Decision: audit.Deny, Reason: reason, Ref: ref, Attrs: attrs})
 	e.publish(ctx, store.Event{Kind: store.EventLocked, Subject: subject, Reason: reason})
-	e.alert(Alert{Kind: "block", Subject: subject, Reason: reason, UserID: userID, SourceIP: p.String(),
+	e.alert(Alert{Kind: "block", Subject: subject, Reason: reason, UserID: userID, SourceIP: src,
 		Ref: ref, Detail: detail})
 	return nil
 }
@@ -379,12 +382,10 @@ func (e *Engine) Lock(ctx context.Context, userID, why, actor string) (store.Loc
 }
 
 // Unlock lifts the lock or block on subject ("user:<id>", "ip:<addr or
-// prefix>", or a bare user ID). It also starts the subject's failure
+// prefix>", or a bare user ID; see LockSubject). It also starts the subject's failure
 // counts afresh, so the next failure does not lock again at once.
 func (e *Engine) Unlock(ctx context.Context, subject, why, actor string) (store.Lock, error) {
-	if !strings.HasPrefix(subject, "user:") && !strings.HasPrefix(subject, "ip:") {
-		subject = UserSubject(subject)
-	}
+	subject = LockSubject(subject)
 	l, err := e.st.GetLock(ctx, subject)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Lock{}, ErrNotLocked
@@ -407,6 +408,38 @@ func (e *Engine) Unlock(ctx context.Context, subject, why, actor string) (store.
 	e.alert(Alert{Kind: "unlock", Subject: subject, Reason: l.Reason, UserID: userID, Ref: l.Ref,
 		Detail: "unlocked by " + actor + ": " + why, Actor: actor})
 	return l, nil
+}
+
+// LockSubject is the lock subject an admin means by s: "user:<id>" as
+// is, a bare user ID as "user:<id>", and "ip:<addr or prefix>" spelled as
+// the engine spells it (IPv4-mapped addresses unmapped, no zone, a
+// prefix masked, a single-address prefix as the address), so that
+// "ip:::ffff:192.0.2.7" or "ip:192.0.2.7/32" lift the block of
+// "ip:192.0.2.7". An "ip:" subject that does not parse is returned as is
+// (it matches no lock).
+func LockSubject(s string) string {
+	rest, ok := strings.CutPrefix(s, "ip:")
+	switch {
+	case strings.HasPrefix(s, "user:"):
+		return s
+	case !ok:
+		return UserSubject(s)
+	}
+	if a, err := netip.ParseAddr(rest); err == nil {
+		return "ip:" + a.Unmap().WithZone("").String()
+	}
+	p, err := netip.ParsePrefix(rest)
+	if err != nil {
+		return s
+	}
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() {
+		if bits < 96 {
+			return s
+		}
+		a, bits = a.Unmap(), bits-96
+	}
+	return SourceSubject(netip.PrefixFrom(a, bits).Masked())
 }
 
 // Locks lists current locks and blocks.

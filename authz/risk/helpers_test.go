@@ -84,7 +84,7 @@ func newBackend(t testing.TB, name string, now func() time.Time) backend {
 	t.Helper()
 	switch name {
 	case "embedded":
-		st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"), store.EmbeddedOptions{Now: now})
+		st, err := store.OpenEmbedded(filepath.Join(fastDir(t), "state.db"), store.EmbeddedOptions{Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,6 +104,20 @@ func newBackend(t testing.TB, name string, now func() time.Time) backend {
 	}
 	t.Fatalf("unknown backend %q", name)
 	return backend{}
+}
+
+// fastDir is a temporary directory in memory when the machine has one:
+// bbolt syncs every write, and the engine writes on every failure, so on
+// a disk the long replays would take minutes.
+func fastDir(t testing.TB) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "risk-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
 }
 
 // redisPrefix is a fresh key prefix whose keys are deleted after the test,

@@ -27,6 +27,9 @@ type profile struct {
 	Minutes     int     `json:"minutes,omitempty"`
 	BytesEWMA   float64 `json:"bytes_ewma,omitempty"`
 	HoursActive int     `json:"hours_active,omitempty"`
+
+	// corrupt: the stored record did not decode; this is a fresh one.
+	corrupt bool
 }
 
 const (
@@ -46,10 +49,12 @@ func (e *Engine) loadProfile(ctx context.Context, userID string) (profile, error
 		return p, unavailable(err)
 	}
 	if err := json.Unmarshal(b, &p); err != nil {
-		// A corrupt profile is rebuilt; meanwhile every login looks new,
-		// which errs on the side of asking for TOTP again.
+		// A corrupt profile is rebuilt from the next logins (Record
+		// overwrites it); meanwhile Assess asks for the second factor
+		// again, as for a new network, rather than treating the user as
+		// still learning.
 		e.log.ErrorContext(ctx, "corrupt risk profile, starting afresh", "user_id", userID, "err", err)
-		return profile{}, nil
+		return profile{corrupt: true}, nil
 	}
 	return p, nil
 }
@@ -87,6 +92,10 @@ func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via s
 	p, err := e.loadProfile(ctx, userID)
 	if err != nil {
 		return lr, err
+	}
+	if p.corrupt {
+		lr.StepUp = !c.NoNewNetworkStepUp
+		return lr, nil
 	}
 	if p.Logins < c.LearnLogins {
 		return lr, nil // still learning this user's habits
