@@ -48,30 +48,58 @@ func (c *coreClock) Advance(d time.Duration) {
 // to fail as an unreachable backend would, and whose pings (the
 // gateway's store pinger) can be made to fail on their own.
 type flakyStore struct {
-	*store.Embedded
+	store.Store
 	down     atomic.Bool
 	pingDown atomic.Bool
+	// riskReads counts the reads and writes the risk engine makes
+	// (locks, counters, records), to prove the proxy's allowed path
+	// makes none.
+	riskReads atomic.Int64
 }
 
 func (f *flakyStore) Ping(ctx context.Context) error {
 	if f.down.Load() || f.pingDown.Load() {
 		return store.ErrUnavailable
 	}
-	return f.Embedded.Ping(ctx)
+	return f.Store.Ping(ctx)
+}
+
+func (f *flakyStore) GetLock(ctx context.Context, subject string) (store.Lock, error) {
+	f.riskReads.Add(1)
+	if f.down.Load() {
+		return store.Lock{}, store.ErrUnavailable
+	}
+	return f.Store.GetLock(ctx, subject)
+}
+
+func (f *flakyStore) Incr(ctx context.Context, key string, delta int64, window time.Duration) (int64, error) {
+	f.riskReads.Add(1)
+	if f.down.Load() {
+		return 0, store.ErrUnavailable
+	}
+	return f.Store.Incr(ctx, key, delta, window)
+}
+
+func (f *flakyStore) GetEphemeral(ctx context.Context, key string) ([]byte, error) {
+	f.riskReads.Add(1)
+	if f.down.Load() {
+		return nil, store.ErrUnavailable
+	}
+	return f.Store.GetEphemeral(ctx, key)
 }
 
 func (f *flakyStore) GetSession(ctx context.Context, id string) (store.Session, error) {
 	if f.down.Load() {
 		return store.Session{}, store.ErrUnavailable
 	}
-	return f.Embedded.GetSession(ctx, id)
+	return f.Store.GetSession(ctx, id)
 }
 
 func (f *flakyStore) TakeEphemeral(ctx context.Context, key string) ([]byte, error) {
 	if f.down.Load() {
 		return nil, store.ErrUnavailable
 	}
-	return f.Embedded.TakeEphemeral(ctx, key)
+	return f.Store.TakeEphemeral(ctx, key)
 }
 
 // upstreamSeen is what the echo upstream reports about a request.
@@ -197,17 +225,49 @@ func newCoreEnv(t testing.TB, opts ...coreOpt) (*coreEnv, chan struct{}) {
 // newCoreEnvRisk is newCoreEnv with a risk engine configured by rc.
 func newCoreEnvRisk(t testing.TB, rc risk.Config, opts ...coreOpt) (*coreEnv, chan struct{}) {
 	t.Helper()
+	return newCoreEnvWith(t, coreSetup{risk: rc}, opts...)
+}
+
+// coreSetup varies what newCoreEnvWith builds.
+type coreSetup struct {
+	risk risk.Config
+	// open opens the store (default: a fresh embedded one); two
+	// environments over one Redis prefix are two instances.
+	open func(t testing.TB, now func() time.Time) store.Store
+	// cookieKey is shared by instances of one deployment (default random).
+	cookieKey []byte
+	clock     *coreClock
+	instance  string
+}
+
+func newCoreEnvWith(t testing.TB, cs coreSetup, opts ...coreOpt) (*coreEnv, chan struct{}) {
+	t.Helper()
 	// Real time as the start: TLS clients in the socket tests check the
 	// self-signed certificate against the wall clock.
-	clock := &coreClock{now: time.Now().UTC().Truncate(time.Second)}
-	emb, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"), store.EmbeddedOptions{Now: clock.Now})
-	if err != nil {
-		t.Fatalf("store: %v", err)
+	clock := cs.clock
+	if clock == nil {
+		clock = &coreClock{now: time.Now().UTC().Truncate(time.Second)}
 	}
-	t.Cleanup(func() { emb.Close() })
-	st := &flakyStore{Embedded: emb}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
+	if cs.open == nil {
+		cs.open = func(t testing.TB, now func() time.Time) store.Store {
+			emb, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"), store.EmbeddedOptions{Now: now})
+			if err != nil {
+				t.Fatalf("store: %v", err)
+			}
+			return emb
+		}
+	}
+	inner := cs.open(t, clock.Now)
+	t.Cleanup(func() { inner.Close() })
+	st := &flakyStore{Store: inner}
+	key := cs.cookieKey
+	if key == nil {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+	}
+	if cs.instance == "" {
+		cs.instance = "gw-test"
+	}
 	sess, err := session.NewManager(session.Config{CookieKey: key}, st, session.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("session: %v", err)
@@ -232,7 +292,7 @@ func newCoreEnvRisk(t testing.TB, rc risk.Config, opts ...coreOpt) (*coreEnv, ch
 	cfg := Config{
 		AccessHost: coreAccess,
 		TLS:        TLSConfig{Mode: ModeSelfSigned},
-		Instance:   "gw-test",
+		Instance:   cs.instance,
 		Routes: []Route{
 			{Name: "grafana", Host: coreGrafana, Upstream: up.URL},
 			{Name: "grafana-api", Host: coreGrafana, PathPrefix: "/api/v2", Upstream: up.URL + "/base"},
@@ -247,7 +307,7 @@ func newCoreEnvRisk(t testing.TB, rc risk.Config, opts ...coreOpt) (*coreEnv, ch
 	e := &coreEnv{t: t, st: st, sess: sess, audit: &audit.Memory{}, clock: clock, key: sk, upstream: up, cookieKey: key,
 		tick: make(chan time.Time)}
 	e.policy.Store(corePolicy(t))
-	e.risk, err = risk.New(rc, st, risk.Options{Audit: e.audit, Now: clock.Now, Revokers: []risk.Revoker{sess}})
+	e.risk, err = risk.New(cs.risk, st, risk.Options{Instance: cs.instance, Audit: e.audit, Now: clock.Now, Revokers: []risk.Revoker{sess}})
 	if err != nil {
 		t.Fatalf("risk: %v", err)
 	}
