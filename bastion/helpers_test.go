@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,6 +205,7 @@ type env struct {
 	policy   *atomic.Pointer[authz.Policy]
 	resolver *fakeResolver
 	risk     *risk.Engine
+	spy      *spyRisk // the bastion's view of risk: every call, then the engine
 	stop     context.CancelFunc
 	done     chan error
 }
@@ -250,6 +252,74 @@ func testRiskEngine(t testing.TB) *risk.Engine {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// spyRisk is the real engine, noting the bastion's reports.
+type spyRisk struct {
+	*risk.Engine
+	mu         sync.Mutex
+	calls      []riskCall
+	usageBytes atomic.Int64
+	usageCalls atomic.Int64
+}
+
+// riskCall is one report: op "fail" (what = the signal), "canary" (what =
+// the resource) or "record".
+type riskCall struct{ op, what, user, ip string }
+
+func (s *spyRisk) note(op, what, user string, ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, riskCall{op, what, user, addrString(ip)})
+}
+
+// The call is noted once the engine has answered: a test that saw it can
+// look at the engine's state.
+func (s *spyRisk) Fail(ctx context.Context, sig risk.Signal, userID string, ip netip.Addr) (risk.Verdict, error) {
+	defer s.note("fail", string(sig), userID, ip)
+	return s.Engine.Fail(ctx, sig, userID, ip)
+}
+
+func (s *spyRisk) Canary(ctx context.Context, what, userID string, ip netip.Addr) (risk.Verdict, error) {
+	defer s.note("canary", what, userID, ip)
+	return s.Engine.Canary(ctx, what, userID, ip)
+}
+
+func (s *spyRisk) Record(ctx context.Context, userID string, ip netip.Addr) error {
+	defer s.note("record", "", userID, ip)
+	return s.Engine.Record(ctx, userID, ip)
+}
+
+func (s *spyRisk) Usage(userID string, requests, bytes int64) {
+	s.usageCalls.Add(1)
+	s.usageBytes.Add(bytes)
+	s.Engine.Usage(userID, requests, bytes)
+}
+
+// reported returns the calls noted so far.
+func (s *spyRisk) reported() []riskCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// count is how many noted calls equal c.
+func (s *spyRisk) count(c riskCall) int {
+	n := 0
+	for _, got := range s.reported() {
+		if got == c {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *spyRisk) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = nil
+	s.usageBytes.Store(0)
+	s.usageCalls.Store(0)
 }
 
 // newRisk builds a real risk engine over st on clock, revoking
@@ -383,7 +453,8 @@ func newEnv(t *testing.T, opts envOptions) *env {
 			rc = *opts.risk
 		}
 		e.risk = newRisk(t, rc, rs, e.clock.Now, e.rev, e.audit)
-		deps.Risk = e.risk
+		e.spy = &spyRisk{Engine: e.risk}
+		deps.Risk = e.spy
 	}
 	e.b, err = New(cfg, deps)
 	if err != nil {
