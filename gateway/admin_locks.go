@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/store"
@@ -180,25 +179,22 @@ func (a *adminAPI) unlock(c *adminCall, _ []string) {
 	writeJSON(c.w, c.r, http.StatusOK, LockResponse{Lock: lockView(l)})
 }
 
-// lockSubject canonicalises an unlock subject to the form the engine
-// stores: "user:<id>" (a bare ID is a user), or "ip:" with the address
-// (unmapped) or the masked prefix, a single-address prefix as the address.
+// lockSubject validates an unlock subject and spells it as the engine
+// stores it (risk.LockSubject): a bare ID is a user, an "ip:" subject
+// must be an address or a prefix, so a typo is a 400, not a "not locked".
 func lockSubject(s string) (string, bool) {
 	if !validText(s, maxUserIDLen+len("user:")) {
 		return "", false
 	}
-	raw, isIP := strings.CutPrefix(s, "ip:")
-	if !isIP {
-		id := strings.TrimPrefix(s, "user:")
-		return risk.UserSubject(id), id != ""
-	}
-	if a, err := netip.ParseAddr(raw); err == nil && a.Zone() == "" {
-		a = authz.UnmapAddr(a)
-		return risk.SourceSubject(netip.PrefixFrom(a, a.BitLen())), true
-	}
-	p, err := netip.ParsePrefix(raw)
-	if err != nil {
+	if raw, isIP := strings.CutPrefix(s, "ip:"); isIP {
+		_, aerr := netip.ParseAddr(raw)
+		_, perr := netip.ParsePrefix(raw)
+		if aerr != nil && perr != nil {
+			return "", false
+		}
+	} else if strings.TrimPrefix(s, "user:") == "" {
 		return "", false
 	}
-	return risk.SourceSubject(canonicalPrefix(p)), true
+	sub := risk.LockSubject(s)
+	return sub, strings.HasPrefix(sub, "user:") || strings.HasPrefix(sub, "ip:")
 }

@@ -205,3 +205,29 @@ func TestLockedAdminRefused(t *testing.T) {
 		t.Fatalf("unlock audit %+v", ev)
 	}
 }
+
+func TestLockSubject(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"https://idp.example.com#u1", "user:https://idp.example.com#u1", true},
+		{"user:https://idp.example.com#u1", "user:https://idp.example.com#u1", true},
+		{"ip:192.0.2.7", "ip:192.0.2.7", true},
+		{"ip:::ffff:192.0.2.7", "ip:192.0.2.7", true},
+		{"ip:192.0.2.7/32", "ip:192.0.2.7", true},
+		{"ip:192.0.2.77/24", "ip:192.0.2.0/24", true},
+		{"ip:2001:db8::1/64", "ip:2001:db8::/64", true},
+		{"ip:192.0.2.999", "", false},
+		{"ip:", "", false},
+		{"user:", "", false},
+		{"", "", false},
+		{"a\x00b", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := lockSubject(tc.in)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("lockSubject(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
