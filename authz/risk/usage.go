@@ -21,7 +21,12 @@ type usageEntry struct {
 	lastHour    int64
 }
 
-type usageTable struct{ m sync.Map } // user ID → *usageEntry
+type usageTable struct {
+	m sync.Map // user ID → *usageEntry
+	// flushing serialises FlushUsage (Run's loop, a final flush at
+	// shutdown, tests): the entries' flusher-owned fields need one owner.
+	flushing sync.Mutex
+}
 
 // Usage adds requests and bytes (sent to the user) to userID's counts. It
 // is called per request or per relayed chunk: no store access, no
@@ -43,16 +48,22 @@ func (e *Engine) Usage(userID string, requests, bytes int64) {
 	}
 }
 
+// runUsage flushes every FlushInterval of real time. It does not use
+// Options.After, the alert backoff timer: a test that makes backoff
+// instant must not turn this loop into a busy one. Tests drive
+// FlushUsage directly, with the injected clock.
 func (e *Engine) runUsage(ctx context.Context) {
 	for {
+		t := time.NewTimer(e.cfg.Load().FlushInterval)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			// Best effort: what was counted since the last flush.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			e.FlushUsage(fctx)
 			cancel()
 			return
-		case <-e.opts.After(e.cfg.Load().FlushInterval):
+		case <-t.C:
 			if err := e.FlushUsage(ctx); err != nil {
 				e.log.ErrorContext(ctx, "flushing usage counts", "err", err)
 			}
@@ -71,44 +82,51 @@ const (
 // finished periods into the user's baselines, and reports usage far above
 // the baseline. Engine.Run calls it every FlushInterval.
 func (e *Engine) FlushUsage(ctx context.Context) error {
+	e.usage.flushing.Lock()
+	defer e.usage.flushing.Unlock()
 	var firstErr error
+	now := e.now()
+	minute, hour := now.Unix()/60, now.Unix()/3600
 	e.usage.m.Range(func(k, v any) bool {
 		userID, u := k.(string), v.(*usageEntry)
 		req, b := u.requests.Swap(0), u.bytes.Swap(0)
 		if req == 0 && b == 0 {
-			if u.idleFlushes++; u.idleFlushes > 6 {
+			// An idle user's last active minute and hour still go into
+			// the baselines once they are over; without this, the end of
+			// every burst of activity (and every hour not followed at
+			// once by more activity) would never count.
+			if (u.lastMinute != 0 && u.lastMinute != minute) || (u.lastHour != 0 && u.lastHour != hour) {
+				if err := e.foldIdle(ctx, userID, u, minute, hour); err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}
+			if u.idleFlushes++; u.idleFlushes > 6 && u.lastMinute == 0 && u.lastHour == 0 {
 				e.usage.m.Delete(userID) // a racing Usage may lose a few counts; harmless
 			}
 			return true
 		}
 		u.idleFlushes = 0
-		if err := e.flushUser(ctx, userID, u, req, b); err != nil {
-			// Put the counts back: they are flushed next time.
-			u.requests.Add(req)
-			u.bytes.Add(b)
-			if firstErr == nil {
-				firstErr = err
-			}
+		if err := e.flushUser(ctx, userID, u, req, b); err != nil && firstErr == nil {
+			firstErr = err
 		}
 		return true
 	})
 	return firstErr
 }
 
-func (e *Engine) flushUser(ctx context.Context, userID string, u *usageEntry, req, b int64) error {
-	c := e.cfg.Load()
-	now := e.now()
-	minute, hour := now.Unix()/60, now.Unix()/3600
-	reqKey := func(m int64) string { return "risk:usage:req:" + userID + ":" + strconv.FormatInt(m, 10) }
-	bytesKey := func(h int64) string { return "risk:usage:bytes:" + userID + ":" + strconv.FormatInt(h, 10) }
+func reqKey(userID string, minute int64) string {
+	return "risk:usage:req:" + userID + ":" + strconv.FormatInt(minute, 10)
+}
 
-	p, err := e.loadProfile(ctx, userID)
-	if err != nil {
-		return err
-	}
+func bytesKey(userID string, hour int64) string {
+	return "risk:usage:bytes:" + userID + ":" + strconv.FormatInt(hour, 10)
+}
+
+// foldPeriods folds the user's last minute and hour into the baselines of
+// p when they are over, once across all instances (the first to
+// increment the period's fold mark), and reports whether p changed.
+func (e *Engine) foldPeriods(ctx context.Context, userID string, u *usageEntry, p *profile, minute, hour int64) (bool, error) {
 	changed := false
-	// Fold the user's last finished minute and hour into the baselines,
-	// once across all instances (the first to increment the fold mark).
 	fold := func(kind string, period int64, key string, ewma *float64, n *int) error {
 		first, err := e.st.Incr(ctx, "risk:usage:fold:"+kind+":"+userID+":"+strconv.FormatInt(period, 10), 1, 3*time.Hour)
 		if err != nil || first != 1 {
@@ -128,31 +146,68 @@ func (e *Engine) flushUser(ctx context.Context, userID string, u *usageEntry, re
 		return nil
 	}
 	if u.lastMinute != 0 && u.lastMinute != minute {
-		if err := fold("req", u.lastMinute, reqKey(u.lastMinute), &p.RateEWMA, &p.Minutes); err != nil {
-			return unavailable(err)
+		if err := fold("req", u.lastMinute, reqKey(userID, u.lastMinute), &p.RateEWMA, &p.Minutes); err != nil {
+			return false, unavailable(err)
 		}
+		u.lastMinute = 0
 	}
 	if u.lastHour != 0 && u.lastHour != hour {
-		if err := fold("bytes", u.lastHour, bytesKey(u.lastHour), &p.BytesEWMA, &p.HoursActive); err != nil {
-			return unavailable(err)
+		if err := fold("bytes", u.lastHour, bytesKey(userID, u.lastHour), &p.BytesEWMA, &p.HoursActive); err != nil {
+			return false, unavailable(err)
 		}
+		u.lastHour = 0
+	}
+	return changed, nil
+}
+
+// foldIdle folds the finished periods of a user with nothing new to flush.
+func (e *Engine) foldIdle(ctx context.Context, userID string, u *usageEntry, minute, hour int64) error {
+	p, err := e.loadProfile(ctx, userID)
+	if err != nil {
+		return err
+	}
+	changed, err := e.foldPeriods(ctx, userID, u, &p, minute, hour)
+	if err != nil || !changed {
+		return err
+	}
+	return e.saveProfile(ctx, userID, p)
+}
+
+// flushUser adds req and b to the user's totals in the store and checks
+// them against the baselines. What it could not add is put back into u,
+// to be flushed next time.
+func (e *Engine) flushUser(ctx context.Context, userID string, u *usageEntry, req, b int64) error {
+	c := e.cfg.Load()
+	now := e.now()
+	minute, hour := now.Unix()/60, now.Unix()/3600
+	putBack := func(req, b int64, err error) error {
+		u.requests.Add(req)
+		u.bytes.Add(b)
+		return err
+	}
+
+	p, err := e.loadProfile(ctx, userID)
+	if err != nil {
+		return putBack(req, b, err)
+	}
+	changed, err := e.foldPeriods(ctx, userID, u, &p, minute, hour)
+	if err == nil && changed {
+		err = e.saveProfile(ctx, userID, p)
+	}
+	if err != nil {
+		return putBack(req, b, err)
 	}
 	u.lastMinute, u.lastHour = minute, hour
 
 	var rate, volume int64
 	if req > 0 {
-		if rate, err = e.st.Incr(ctx, reqKey(minute), req, 3*time.Hour); err != nil {
-			return unavailable(err)
+		if rate, err = e.st.Incr(ctx, reqKey(userID, minute), req, 3*time.Hour); err != nil {
+			return putBack(req, b, unavailable(err))
 		}
 	}
 	if b > 0 {
-		if volume, err = e.st.Incr(ctx, bytesKey(hour), b, 3*time.Hour); err != nil {
-			return unavailable(err)
-		}
-	}
-	if changed {
-		if err := e.saveProfile(ctx, userID, p); err != nil {
-			return err
+		if volume, err = e.st.Incr(ctx, bytesKey(userID, hour), b, 3*time.Hour); err != nil {
+			return putBack(0, b, unavailable(err))
 		}
 	}
 	if limit := usageLimit(c.RateMin, c.RateFactor, p.RateEWMA, p.Minutes >= baselineMinutes); rate > limit {
