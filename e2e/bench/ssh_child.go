@@ -24,6 +24,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
@@ -118,6 +119,12 @@ func runBastionChild(specFile string) error {
 	}
 	var policy atomic.Pointer[authz.Policy]
 	policy.Store(pol)
+	// The bastion requires a risk engine; the relay reports bytes to it,
+	// as in production.
+	rk, err := risk.New(risk.Config{}, st, risk.Options{Instance: "bench", Audit: al})
+	if err != nil {
+		return err
+	}
 	bst, err := bastion.New(bastion.Config{
 		Listen:       "127.0.0.1:0",
 		HostKeys:     []ssh.Signer{hostKey},
@@ -126,7 +133,7 @@ func runBastionChild(specFile string) error {
 		Targets:      spec.Targets,
 		RecordingDir: spec.recordingDir(),
 		Instance:     "bench",
-	}, bastion.Deps{Policy: &policy, Store: st, Audit: al, Revocations: rev})
+	}, bastion.Deps{Policy: &policy, Store: st, Audit: al, Revocations: rev, Risk: rk})
 	if err != nil {
 		return err
 	}
