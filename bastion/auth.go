@@ -11,7 +11,9 @@ package bastion
 // client proved possession with a signature — checks the binding and marks
 // them verified, and newConn refuses a connection whose Permissions are not
 // verified for the certificate they carry. Identity is read from that
-// certificate alone.
+// certificate alone — also for the risk engine: a certificate of our CA
+// that is refused counts against its key ID only once the client signed
+// with it (risk.go).
 
 import (
 	"context"

@@ -15,7 +15,11 @@
 //     key or host CA; there is no trust on first use.
 //   - Every connection lives under one context whose cancel cause is the
 //     single way a session ends on the bastion's initiative: kill, idle,
-//     max duration, revocation, recording failure, shutdown.
+//     max duration, revocation, lock, recording failure, shutdown.
+//   - Lockdown decisions are the risk engine's (authz/risk): the bastion
+//     reports failures, canary touches, logins and download volume, and
+//     obeys locks and source blocks from before the key exchange to the
+//     end of a live session; see risk.go.
 //
 // A target's stock sshd trusts the bastion with one line in sshd_config,
 // naming a file that holds the upstream CA's public key:
