@@ -40,9 +40,15 @@ const (
 )
 
 // alert queues a for every webhook unless the same alert (kind, subject,
-// reason, or a.dedupKey) went out within AlertDedup.
+// reason, or a.dedupKey) went out within AlertDedup. Locks and unlocks
+// are never de-duplicated: each is its own incident (its own Ref), and an
+// account locked again soon after an unlock is what an operator must hear.
 func (e *Engine) alert(a Alert) {
-	if !e.firstIn(a.Kind + "|" + a.Subject + "|" + a.Reason + "|" + a.dedupKey) {
+	key := a.Kind + "|" + a.Subject + "|" + a.Reason + "|" + a.dedupKey
+	if a.Kind == "lock" || a.Kind == "unlock" {
+		key += "|" + a.Ref
+	}
+	if !e.firstIn(key) {
 		return
 	}
 	a.Time = e.now().UTC()
@@ -102,10 +108,24 @@ func (a *alerter) setSinks(ws []Webhook) {
 			q := make(chan Alert, alertQueue)
 			a.queues[sinkKey(w)] = q
 			if a.ctx != nil {
-				go a.worker(a.ctx, w, q)
+				go a.worker(a.ctx, sinkKey(w), q)
 			}
 		}
 	}
+}
+
+// sink returns the configuration in force for the sink with key: a
+// reload may have changed its name or secret (the queue is kept), or
+// removed it.
+func (a *alerter) sink(key string) (Webhook, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, w := range a.sinks {
+		if sinkKey(w) == key {
+			return w, true
+		}
+	}
+	return Webhook{}, false
 }
 
 func (a *alerter) enqueue(al Alert) {
@@ -124,20 +144,22 @@ func (a *alerter) enqueue(al Alert) {
 func (a *alerter) run(ctx context.Context) {
 	a.mu.Lock()
 	a.ctx = ctx
-	for _, w := range a.sinks {
-		go a.worker(ctx, w, a.queues[sinkKey(w)])
+	for key, q := range a.queues {
+		go a.worker(ctx, key, q)
 	}
 	a.mu.Unlock()
 	<-ctx.Done()
 }
 
-func (a *alerter) worker(ctx context.Context, w Webhook, q chan Alert) {
+func (a *alerter) worker(ctx context.Context, key string, q chan Alert) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case al := <-q:
-			a.deliver(ctx, w, al)
+			if w, ok := a.sink(key); ok {
+				a.deliver(ctx, w, al)
+			}
 		}
 	}
 }
