@@ -378,7 +378,12 @@ func (e *Engine) Lock(ctx context.Context, userID, why, actor string) (store.Loc
 	if _, err := e.lock(ctx, userID, netip.Addr{}, ReasonAdminLock, "locked by "+actor+": "+why, actor, map[string]string{"why": why}); err != nil {
 		return store.Lock{}, err
 	}
-	return e.st.GetLock(ctx, UserSubject(userID))
+	l, err := e.st.GetLock(ctx, UserSubject(userID))
+	if err != nil {
+		// Not even ErrNotFound is an answer here: the lock was just set.
+		return store.Lock{}, unavailable(err)
+	}
+	return l, nil
 }
 
 // Unlock lifts the lock or block on subject ("user:<id>", "ip:<addr or

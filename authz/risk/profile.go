@@ -81,7 +81,8 @@ type LoginRisk struct {
 
 // Assess looks at a login of userID from ip (via "web" or "ssh") against
 // the user's history. Anomalies are audited and alerted; they never lock
-// by themselves. It does not record the login: call Record once every
+// by themselves. A store failure is an error wrapping
+// store.ErrUnavailable (refuse the login), with StepUp set. It does not record the login: call Record once every
 // factor has passed, so a failed attempt never makes a network "known".
 func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via string) (LoginRisk, error) {
 	c := e.cfg.Load()
@@ -91,7 +92,9 @@ func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via s
 	}
 	p, err := e.loadProfile(ctx, userID)
 	if err != nil {
-		return lr, err
+		// The caller refuses the login (fail closed); one that looked
+		// only at the assessment would still ask for the factor again.
+		return LoginRisk{StepUp: true}, err
 	}
 	if p.corrupt {
 		lr.StepUp = !c.NoNewNetworkStepUp
