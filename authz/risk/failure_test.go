@@ -21,9 +21,15 @@ func TestStoreUnavailable(t *testing.T) {
 		name string
 		call func(ctx context.Context, e *Engine) (allow bool, err error)
 	}{
-		{"Gate", func(ctx context.Context, e *Engine) (bool, error) { v, err := e.Gate(ctx, "alice", ip); return v.Allow, err }},
+		{"Gate", func(ctx context.Context, e *Engine) (bool, error) {
+			v, err := e.Gate(ctx, "alice", ip)
+			return v.Allow, err
+		}},
 		{"Gate unknown user", func(ctx context.Context, e *Engine) (bool, error) { v, err := e.Gate(ctx, "", ip); return v.Allow, err }},
-		{"Locked", func(ctx context.Context, e *Engine) (bool, error) { v, err := e.Locked(ctx, "alice"); return v.Allow, err }},
+		{"Locked", func(ctx context.Context, e *Engine) (bool, error) {
+			v, err := e.Locked(ctx, "alice")
+			return v.Allow, err
+		}},
 		{"Fail", func(ctx context.Context, e *Engine) (bool, error) {
 			v, err := e.Fail(ctx, SignalTOTPFailure, "carol", ip)
 			return v.Allow, err
@@ -41,8 +47,14 @@ func TestStoreUnavailable(t *testing.T) {
 			return !lr.StepUp, err
 		}},
 		{"Record", func(ctx context.Context, e *Engine) (bool, error) { return false, e.Record(ctx, "alice", ip) }},
-		{"Lock", func(ctx context.Context, e *Engine) (bool, error) { _, err := e.Lock(ctx, "carol", "x", "admin"); return false, err }},
-		{"Unlock", func(ctx context.Context, e *Engine) (bool, error) { _, err := e.Unlock(ctx, "bob", "x", "admin"); return false, err }},
+		{"Lock", func(ctx context.Context, e *Engine) (bool, error) {
+			_, err := e.Lock(ctx, "carol", "x", "admin")
+			return false, err
+		}},
+		{"Unlock", func(ctx context.Context, e *Engine) (bool, error) {
+			_, err := e.Unlock(ctx, "bob", "x", "admin")
+			return false, err
+		}},
 		{"Locks", func(ctx context.Context, e *Engine) (bool, error) { _, err := e.Locks(ctx); return false, err }},
 		{"FlushUsage", func(ctx context.Context, e *Engine) (bool, error) {
 			e.Usage("alice", 10, 10)
