@@ -1,6 +1,25 @@
 // Package audit is the audit trail: typed events with stable keys, a
-// one-method Emitter, and sinks. This first version appends JSON lines to a
-// file; a later issue adds hash chaining, signed checkpoints and retention.
+// one-method Emitter, and the tamper-evident file log that is the system
+// of record.
+//
+// FileLog appends each event as one JSON line to Dir/audit-<instance>.jsonl
+// with a sequence number and the SHA-256 of the previous line (a hash
+// chain), adds an Ed25519-signed checkpoint every N records or T seconds,
+// and rewrites a signed head marker (audit-<instance>.head) after every
+// group commit, so that editing, deleting, inserting, reordering or
+// cutting off records is detected by Verify, offline, with only the public
+// key. Writes are group-committed with fsync; Sync is a durability
+// barrier; after a crash the chain continues from the last complete
+// record. The formats are described in chain.go and head.go.
+//
+// Directory layout (one chain per instance; several instances may share a
+// directory): audit-<instance>.jsonl (the trail), .head (head marker),
+// .pub (public keys, a convenience copy for verify), and, only when no
+// signing key is configured, .key (the private key). Verify groups files
+// by the instance inside their records and orders them by first seq, so
+// retention can later split the trail into several files and delete the
+// oldest, recording a signed purge record (TypePurge) that Verify already
+// accepts.
 //
 // No secret, token, TOTP code, password or cookie may ever be put in an
 // Event: fields are typed so that there is no place for them.

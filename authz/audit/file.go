@@ -2,23 +2,31 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 const (
 	// DefaultFlushInterval bounds how long an event may sit in memory
-	// before it is written and fsynced.
+	// before it is written and fsynced (the group commit interval).
 	DefaultFlushInterval = 10 * time.Millisecond
 	// DefaultBuffer is how many encoded events may wait for the writer
 	// before Emit blocks.
 	DefaultBuffer = 4096
+	// DefaultCheckpointEvery and DefaultCheckpointInterval: a signed
+	// checkpoint is appended at the end of the first group commit after
+	// this many records, or this long after the previous checkpoint.
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = time.Second
 
 	// wakeBytes: a batch this large wakes the writer before the interval
 	// (one wake per ~200 events instead of one per event).
@@ -35,7 +43,8 @@ const (
 	// maxSpareBuf: a batch buffer grown larger than this (during an outage
 	// or a burst) is not kept for reuse.
 	maxSpareBuf = 4 << 20
-	// maxInstanceLen bounds the instance part of the file name.
+	// maxInstanceLen bounds the instance name (it names the files and must
+	// fit in a head marker slot).
 	maxInstanceLen = 100
 )
 
@@ -49,12 +58,12 @@ type syncWriter interface {
 
 var _ syncWriter = (*os.File)(nil)
 
-// ErrClosed is returned by Flush after Close.
+// ErrClosed is returned by Sync and Flush after Close.
 var ErrClosed = errors.New("audit: log closed")
 
 // Options are the injected dependencies of a sink.
 type Options struct {
-	Now    func() time.Time // fills Event.Time; default time.Now
+	Now    func() time.Time // fills Event.Time, checkpoint and head times; default time.Now
 	Logger *slog.Logger     // write errors; default: discard
 }
 
@@ -68,15 +77,31 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// FileConfig configures the JSON-lines file sink.
+// FileConfig configures the audit trail. Zero values take the defaults
+// named on each field.
 type FileConfig struct {
 	Dir           string        // created 0700 if missing
-	Instance      string        // names the file and fills Event.Instance
-	FlushInterval time.Duration // default DefaultFlushInterval
+	Instance      string        // names the files and is every record's instance; "" means "default"
+	FlushInterval time.Duration // group commit interval; default DefaultFlushInterval
 	Buffer        int           // events waiting for the writer before Emit blocks; default DefaultBuffer
+
+	// SigningKey signs checkpoints and the head marker. nil: the key in
+	// Dir/audit-<instance>.key, created on first use (LoadOrCreateKey).
+	// That default keeps a development setup working, but a private key
+	// beside the trail lets whoever can edit the trail re-sign it (verify
+	// notes it): production configurations set a key kept elsewhere.
+	SigningKey ed25519.PrivateKey
+	// CheckpointEvery: records between signed checkpoints; default
+	// DefaultCheckpointEvery.
+	CheckpointEvery int
+	// CheckpointInterval: the longest a record waits for a checkpoint;
+	// default DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 }
 
-// FileLog appends events as JSON lines to Dir/audit-<instance>.jsonl.
+// FileLog appends events as JSON lines to Dir/audit-<instance>.jsonl,
+// hash-chained, with signed checkpoints and a signed head marker (the
+// format is described in chain.go and head.go, verification in verify.go).
 //
 // Emit encodes on the caller's goroutine (so a caller may reuse its Attrs
 // map as soon as Emit returns) and appends the line to an in-memory batch
@@ -89,10 +114,16 @@ type FileConfig struct {
 // or maxBatchBytes) blocks Emit until the writer takes it: backpressure,
 // never loss.
 //
+// The chain costs Emit only the seq digits and a 64-byte placeholder
+// appended under mu (seq must follow batch order). The writer fills in
+// each record's prev hash and hashes the line once, in memory, batch by
+// batch (nothing is re-read), appends a checkpoint when one is due,
+// writes, fsyncs, then rewrites the head marker.
+//
 // One mutex guards everything shared; the writer never holds it across
 // I/O. Sequence numbers order durability: emitted counts events appended
 // to the batch, the writer's take records how many it holds, and durable
-// how many are written and fsynced, so Flush knows when every event
+// how many are written and fsynced, so Sync knows when every event
 // emitted before it is on disk.
 type FileLog struct {
 	now       func() time.Time
@@ -103,6 +134,10 @@ type FileLog struct {
 	maxEvents int        // cfg.Buffer
 	backlog   int        // maxBacklog; smaller in tests
 	f         syncWriter // used only by the writer goroutine after OpenFile
+	pub       ed25519.PublicKey
+	every     int           // checkpoint after this many records
+	ckptAfter time.Duration // or this long after the last checkpoint
+	w         *writer       // the writer goroutine's state
 
 	// wake (capacity 1) tells the writer to look at urgent/closed/idle.
 	// Senders never block: a pending wake covers any later one, because
@@ -112,15 +147,16 @@ type FileLog struct {
 
 	mu    sync.Mutex
 	space *sync.Cond // on mu: the writer took the batch, or Close; for Emits waiting for room
-	cond  *sync.Cond // on mu: durable, err or stopped changed; for Flush
+	cond  *sync.Cond // on mu: durable, err or stopped changed; for Sync
 
 	// Emit → writer.
 	batch       []byte // encoded lines not yet taken by the writer
 	batchEvents int    // lines in batch
 	emitted     uint64 // events ever appended to batch (sequence of the newest)
+	nextSeq     uint64 // chain seq of the next record (events and checkpoints)
 	waiting     int    // Emits blocked on space
 	idle        bool   // the writer sleeps with no timer armed: the next Emit wakes it
-	urgent      bool   // write and sync now (Flush, large or full batch, Close)
+	urgent      bool   // write and sync now (Sync, large or full batch, Close)
 	closed      bool   // Close started: no new events
 
 	// Writer → everyone.
@@ -140,8 +176,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // FileName is the audit file name for an instance: "audit-" + the instance
 // with every byte outside [A-Za-z0-9._-] replaced by '_' ("default" when
-// empty), so no instance name can point outside Dir.
-func FileName(instance string) string {
+// empty), so no instance name can point outside Dir. The head marker and
+// the public key (and the default private key) share the stem: .head,
+// .pub, .key.
+func FileName(instance string) string { return fileBase(instance) + ".jsonl" }
+
+func fileBase(instance string) string {
 	if instance == "" {
 		instance = "default"
 	}
@@ -154,113 +194,131 @@ func FileName(instance string) string {
 			b[i] = '_'
 		}
 	}
-	return "audit-" + string(b) + ".jsonl"
+	return "audit-" + string(b)
 }
 
-// OpenFile opens (creating if needed) the audit file for cfg.Instance and
-// starts its writer. Close it to drain.
+// OpenFile opens (creating if needed) the audit trail for cfg.Instance,
+// recovers its chain after a crash (see openTrail: a torn last line is
+// cut and the cut recorded; a trail cut back behind its signed head is
+// refused) and starts its writer. Close it to drain.
 func OpenFile(cfg FileConfig, opts Options) (*FileLog, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("audit: no directory")
 	}
-	if cfg.FlushInterval < 0 || cfg.Buffer < 0 {
-		return nil, errors.New("audit: negative flush interval or buffer")
+	if cfg.FlushInterval < 0 || cfg.Buffer < 0 || cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 {
+		return nil, errors.New("audit: negative flush interval, buffer or checkpoint setting")
 	}
+	if cfg.Instance == "" {
+		cfg.Instance = "default"
+	}
+	if len(cfg.Instance) > maxInstanceLen || !utf8.ValidString(cfg.Instance) ||
+		strings.ContainsFunc(cfg.Instance, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return nil, fmt.Errorf("audit: instance must be valid UTF-8 without control characters, at most %d bytes", maxInstanceLen)
+	}
+	if cfg.SigningKey != nil && len(cfg.SigningKey) != ed25519.PrivateKeySize {
+		return nil, errors.New("audit: signing key is not an Ed25519 private key")
+	}
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	key := cfg.SigningKey
+	if key == nil {
+		var err error
+		if key, err = LoadOrCreateKey(filepath.Join(cfg.Dir, fileBase(cfg.Instance)+".key")); err != nil {
+			return nil, err
+		}
+	}
+	f, st, err := openTrail(cfg.Dir, cfg.Instance, key, opts.Now())
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	l := newFileLog(cfg, opts, f, st, maxBacklog)
+	if st.recovery != nil {
+		opts.Logger.Warn("audit: cut a torn last line left by a crash; the cut is recorded in the trail",
+			"path", l.path, "bytes", st.recovery.Attrs["cut_bytes"])
+		l.emit(*st.recovery)
+		if err := l.Flush(); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// newFileLog starts the writer over an open trail (f, whose name is the
+// trail's path) and the chain state openTrail recovered.
+func newFileLog(cfg FileConfig, opts Options, f interface {
+	syncWriter
+	Name() string
+}, st openState, backlog int) *FileLog {
+	opts = opts.withDefaults()
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = DefaultFlushInterval
 	}
 	if cfg.Buffer == 0 {
 		cfg.Buffer = DefaultBuffer
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = DefaultCheckpointEvery
 	}
-	path := filepath.Join(cfg.Dir, FileName(cfg.Instance))
-	f, err := openAppend(path)
-	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
-	return newFileLog(cfg, opts, path, f, maxBacklog), nil
-}
-
-// newFileLog starts the writer over an open file; cfg has its defaults.
-func newFileLog(cfg FileConfig, opts Options, path string, f syncWriter, backlog int) *FileLog {
-	opts = opts.withDefaults()
 	l := &FileLog{
 		now:       opts.Now,
 		log:       opts.Logger,
-		instance:  cfg.Instance,
-		path:      path,
+		instance:  st.chain.instance,
+		path:      f.Name(),
 		interval:  cfg.FlushInterval,
 		maxEvents: cfg.Buffer,
 		backlog:   backlog,
 		f:         f,
+		pub:       st.chain.key.Public().(ed25519.PublicKey),
+		every:     cfg.CheckpointEvery,
+		ckptAfter: cfg.CheckpointInterval,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		idle:      true,
+		nextSeq:   st.chain.seq + 1,
 	}
+	l.w = &writer{l: l, chain: st.chain, head: st.head, headSeq: st.chain.seq}
 	l.space = sync.NewCond(&l.mu)
 	l.cond = sync.NewCond(&l.mu)
 	go l.run()
 	return l
 }
 
-// openAppend opens path for appending (0600 when created), makes sure the
-// next line starts on a fresh line even if a crash cut the last one short,
-// and syncs the directory so a new file's name is durable too.
-func openAppend(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*os.File, error) {
-		f.Close()
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return fail(err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fail(fmt.Errorf("%s is not a regular file", path))
-	}
-	if size := fi.Size(); size > 0 {
-		var last [1]byte
-		if _, err := f.ReadAt(last[:], size-1); err != nil && !errors.Is(err, io.EOF) {
-			return fail(err)
-		}
-		if last[0] != '\n' {
-			if _, err := f.Write([]byte{'\n'}); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fail(err)
-		}
-	}
-	return f, nil
-}
-
 // Path is the file events are appended to.
 func (l *FileLog) Path() string { return l.path }
 
-// Emit fills Time (from the injected clock) and Instance when they are
-// zero, encodes e and appends it to the batch. It blocks while the batch
-// is full; ctx is deliberately ignored, because an audit event is never
-// dropped for a cancelled request. After Close the event is logged as lost.
+// PublicKey is the key that signs this trail (a copy is written to
+// Dir/audit-<instance>.pub; keep another apart from the trail for verify).
+func (l *FileLog) PublicKey() ed25519.PublicKey { return l.pub }
+
+// Emit fills Time (from the injected clock) when it is zero, sets
+// Instance to the log's instance (the chain's identity, carried by every
+// record), encodes e and appends it to the batch. It blocks while the
+// batch is full; ctx is deliberately ignored, because an audit event is
+// never dropped for a cancelled request. After Close the event is logged
+// as lost. The log's own record types (TypeCheckpoint, TypeRecovery,
+// TypePurge) cannot be emitted: they are renamed with ReservedPrefix.
 func (l *FileLog) Emit(_ context.Context, e Event) {
+	if reservedType(e.Type) {
+		l.log.Error("audit: reserved event type emitted by a producer; renamed", "type", e.Type)
+		e.Type = ReservedPrefix + e.Type
+	}
+	l.emit(e)
+}
+
+// emit is Emit without the reserved-type guard (for the log's own records).
+func (l *FileLog) emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = l.now()
 	}
-	if e.Instance == "" {
-		e.Instance = l.instance
-	}
+	e.Instance = l.instance
 	bp := bufPool.Get().(*[]byte)
-	*bp = append(AppendJSON((*bp)[:0], &e), '\n')
+	*bp = AppendJSON((*bp)[:0], &e)
 
 	l.mu.Lock()
 	if l.closed {
@@ -286,7 +344,8 @@ func (l *FileLog) Emit(_ context.Context, e Event) {
 	wake := l.idle
 	l.idle = false
 	before := len(l.batch)
-	l.batch = append(l.batch, *bp...)
+	l.batch = appendRecord(l.batch, *bp, l.nextSeq)
+	l.nextSeq++
 	l.batchEvents++
 	l.emitted++
 	if before < wakeBytes && len(l.batch) >= wakeBytes || l.full() {
@@ -318,19 +377,47 @@ func putBuf(bp *[]byte) {
 	}
 }
 
-// Flush returns once every event emitted before the call is written and
-// fsynced, or with the write error that prevents it. Callers that must not
-// report something done before it is on record (session close) call it.
-func (l *FileLog) Flush() error {
+// Syncer is implemented by emitters that can make every event accepted so
+// far durable (FileLog; Memory trivially; Multi by delegation).
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// Sync makes every event em accepted so far durable when em can (it
+// implements Syncer), and returns nil at once otherwise. Callers use it
+// before reporting something done that must be on record first (a session
+// closed, an admin action acknowledged): nothing acknowledged is lost.
+func Sync(ctx context.Context, em Emitter) error {
+	if s, ok := em.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
+}
+
+// Sync is a durability barrier: it returns nil once every event emitted
+// before the call is written and fsynced (it forces a group commit rather
+// than wait for the interval); else the write error that prevents it,
+// ErrClosed if the log closed with them unwritten, or ctx's error when
+// ctx ends first (the events are still written later).
+func (l *FileLog) Sync(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	target := l.emitted
+	if l.durable >= target {
+		return nil
+	}
 	// Only a failure of an attempt that starts after this point counts: an
 	// old error must not hide a disk that has since recovered.
 	since := l.attempts
-	if l.durable < target {
-		l.urgent = true
-		l.signal()
+	l.urgent = true
+	l.signal()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			l.mu.Lock()
+			l.cond.Broadcast()
+			l.mu.Unlock()
+		})
+		defer stop()
 	}
 	for l.durable < target {
 		switch {
@@ -341,15 +428,21 @@ func (l *FileLog) Flush() error {
 				return fmt.Errorf("audit: %w", l.err)
 			}
 			return ErrClosed
+		case ctx.Err() != nil:
+			return ctx.Err()
 		}
 		l.cond.Wait()
 	}
 	return nil
 }
 
+// Flush is Sync without a context.
+func (l *FileLog) Flush() error { return l.Sync(context.Background()) }
+
 // Healthy returns nil while writes succeed, else the last write or sync
-// error (disk full, permission, I/O error). Callers fail closed on it:
-// actions that must be audited are refused while the trail cannot record.
+// error (disk full, permission, I/O error, head marker not updated).
+// Callers fail closed on it: actions that must be audited are refused
+// while the trail cannot record.
 func (l *FileLog) Healthy() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -362,8 +455,9 @@ func (l *FileLog) Healthy() error {
 	return nil
 }
 
-// Close stops accepting events, writes and fsyncs everything emitted, and
-// closes the file. It returns the error that lost events, if any.
+// Close stops accepting events, writes and fsyncs everything emitted, a
+// final checkpoint and a closed head marker, and closes the files. It
+// returns the error that lost events, if any.
 func (l *FileLog) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
@@ -378,6 +472,9 @@ func (l *FileLog) Close() error {
 		l.closeErr = l.err
 		l.mu.Unlock()
 		if err := l.f.Close(); err != nil && l.closeErr == nil {
+			l.closeErr = err
+		}
+		if err := l.w.head.f.Close(); err != nil && l.closeErr == nil {
 			l.closeErr = err
 		}
 		if l.closeErr != nil {

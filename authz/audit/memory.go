@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ func (m *Memory) Emit(_ context.Context, e Event) {
 	}
 	m.events = append(m.events, e)
 }
+
+// Sync returns nil: Memory holds every event as soon as Emit returns.
+func (m *Memory) Sync(context.Context) error { return nil }
 
 // Events returns the recorded events in emission order.
 func (m *Memory) Events() []Event {
@@ -73,6 +77,18 @@ func (m Multi) Emit(ctx context.Context, e Event) {
 			em.Emit(ctx, e)
 		}
 	}
+}
+
+// Sync makes every emitter's events durable (see the package function
+// Sync) and returns their errors joined.
+func (m Multi) Sync(ctx context.Context) error {
+	var errs []error
+	for _, em := range m {
+		if em != nil {
+			errs = append(errs, Sync(ctx, em))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Discard is an Emitter that drops every event (for tools that audit
