@@ -46,6 +46,17 @@ const sshPolicy = `roles:
         logins: [root]
 `
 
+// sshSiteRisk raises the lockdown thresholds out of the way of the
+// bastion tests.
+const sshSiteRisk = `user:
+  ssh_auth_failures: {count: 1000, window: 15m}
+  approval_failures: {count: 1000, window: 15m}
+  totp_failures: {count: 1000, window: 15m}
+  denied_decisions: {count: 1000, window: 10m}
+source_ip: {count: 10000, window: 5m}
+source_network: {count: 10000, window: 5m}
+`
+
 // sshSite is a `portcullis serve` with a bastion in front of a private
 // stock sshd that trusts the deployment's upstream CA.
 type sshSite struct {
@@ -91,6 +102,11 @@ func newSSHSite(t *testing.T) *sshSite {
 	s.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	spec := s.spec(0, "")
 	spec.Policy = fmt.Sprintf(sshPolicy, mustAtoi(t, echoPort))
+	// These tests attack the bastion's checks one by one, from 127.0.0.1
+	// with alice's refused certificates: at the default thresholds the
+	// risk engine would lock alice and block the address half-way through
+	// (risk_test.go tests that). Here the checks themselves are tested.
+	spec.Risk = sshSiteRisk
 	targetKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.target.HostKey)))
 	cfg := spec.YAML() + fmt.Sprintf(`bastion:
   listen: %s

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -217,7 +216,7 @@ func testRecordingFailure(t *testing.T, s *sshSite, alice *harness.SSHKey) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := s.cfg.Command(ctx, s.dir, nil, "ssh", "-i", alice.Path, "root@db-1@bastion", "echo started; while sleep 0.1; do echo tick; done")
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
