@@ -110,3 +110,23 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 		p.ServeHTTP(w, r)
 	}
 }
+
+// BenchmarkProxyRiskCalls is what risk accounting adds to an allowed
+// request by itself: the canary lookup and the in-memory usage count
+// (compare with BenchmarkProxyRisk's ns/op).
+func BenchmarkProxyRiskCalls(b *testing.B) {
+	for _, disabled := range []bool{false, true} {
+		name := map[bool]string{false: "on", true: "off"}[disabled]
+		b.Run(name, func(b *testing.B) {
+			e, _ := newCoreEnvRisk(b, risk.Config{Disabled: disabled, CanaryRoutes: []string{coreGrafana + "/backup"}})
+			var r RiskEngine = e.risk
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := r.CanaryRoute(coreGrafana, "/dashboard/1"); ok {
+					b.Fatal("canary")
+				}
+				r.Usage(coreAlice, 1, 1024)
+			}
+		})
+	}
+}
