@@ -39,7 +39,8 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up before each measured run")
 	out := flag.String("out", envOr("BENCH_OUT", filepath.Join(harness.RepoRoot(), "e2e", "bench", "results.json")), "JSON results file (merged)")
 	only := flag.String("only", "", `run only the "http", "ssh" or "risk" benchmarks (default: all)`)
-	riskReps := flag.Int("risk-reps", 5, "pairs of alternating risk on/off runs")
+	riskReps := flag.Int("risk-reps", 10, "pairs of alternating risk on/off runs")
+	riskDur := flag.Duration("risk-d", 5*time.Second, "duration of each risk on/off run")
 	flag.Parse()
 	if *only != "" && *only != "http" && *only != "ssh" && *only != "risk" {
 		fmt.Fprintf(os.Stderr, "bench: -only must be http, ssh or risk, not %q\n", *only)
@@ -71,7 +72,7 @@ func main() {
 		}
 	}
 	if want("risk") {
-		if err := benchRisk(context.Background(), env, *dur, *warm, *riskReps, metrics); err != nil {
+		if err := benchRisk(context.Background(), env, *riskDur, *warm, *riskReps, metrics); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: risk:", err)
 			env.cleanup()
 			os.Exit(1)

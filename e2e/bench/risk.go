@@ -21,6 +21,8 @@ const riskConns = 64
 // alternating runs (on, off, off, on, …: a drift of the machine's speed
 // during the run hits both alike). Each pair of runs gives one on/off
 // ratio; the metric is their median, with min and max as the spread.
+// Many short pairs beat a few long ones on a shared machine: a burst of
+// someone else's work spoils one pair, not the median.
 func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int, metrics map[string]float64) error {
 	upAddr, stopUp, err := startUpstream()
 	if err != nil {
@@ -53,6 +55,15 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 		}
 		return l, err
 	}
+	// Warm both once; then the runs alternate back to back, so the two of
+	// a pair see the same machine.
+	for _, g := range []*gw{on, off} {
+		if warm > 0 {
+			if _, err := run(g, warm); err != nil {
+				return err
+			}
+		}
+	}
 	var ratios []float64
 	for i := range reps {
 		order := []*gw{on, off}
@@ -60,11 +71,6 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 			order = []*gw{off, on}
 		}
 		for _, g := range order {
-			if warm > 0 {
-				if _, err := run(g, warm); err != nil {
-					return err
-				}
-			}
 			l, err := run(g, dur)
 			if err != nil {
 				return err
