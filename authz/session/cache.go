@@ -73,6 +73,10 @@ type cache struct {
 	// whenever it is lost: without the feed, a cached session could outlive
 	// its revocation, so every lookup reads the store.
 	enabled atomic.Bool
+	// staleUntil is non-zero while the feed is lost and the configured
+	// grace lets cached entries be served until then (UnixNano). Nothing
+	// is inserted meanwhile.
+	staleUntil atomic.Int64
 }
 
 func newCache() *cache {
@@ -126,7 +130,7 @@ func (c *cache) insert(e *entry, epoch0 uint64) *entry {
 	sh := c.shardFor(e.id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if !c.enabled.Load() || c.epoch.Load() != epoch0 {
+	if !c.enabled.Load() || c.staleUntil.Load() != 0 || c.epoch.Load() != epoch0 {
 		return e
 	}
 	if cur := sh.live[e.id]; cur != nil {

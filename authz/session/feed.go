@@ -62,22 +62,59 @@ func (m *Manager) follow(ctx context.Context, ch <-chan store.Event) {
 		for ev := range ch {
 			m.apply(ev)
 		}
-		// Order matters: disable before clearing so nothing is re-added
-		// (clear bumps the epoch, which refuses inserts already under way).
-		m.cache.enabled.Store(false)
-		m.cache.clear()
 		if ctx.Err() != nil {
+			m.endGrace()
 			return
 		}
-		m.log.Warn("session: revocation feed lost; session cache disabled until resubscribed")
+		if m.feedGrace > 0 {
+			// Keep answering what is cached until the grace ends (Lookup
+			// checks it); insert refuses while staleUntil is set.
+			m.graceMu.Lock()
+			m.cache.staleUntil.Store(m.now().Add(m.feedGrace).UnixNano())
+			m.graceMu.Unlock()
+			m.log.Warn("session: revocation feed lost; cached sessions served for the grace period only", "grace", m.feedGrace)
+		} else {
+			m.endGrace()
+			m.log.Warn("session: revocation feed lost; session cache disabled until resubscribed")
+		}
 		m.notifyFeed(false)
 		if ch = m.resubscribe(ctx); ch == nil {
 			return
 		}
+		// The resync event that opens the new subscription clears the
+		// cache: events may have been missed.
+		m.graceMu.Lock()
 		m.cache.enabled.Store(true)
+		m.cache.staleUntil.Store(0)
+		m.graceMu.Unlock()
 		m.log.Info("session: revocation feed restored")
 		m.notifyFeed(true)
 	}
+}
+
+// endGrace turns the cache off after the feed was lost: order matters,
+// disable before clearing so nothing is re-added (clear bumps the epoch,
+// which refuses inserts already under way).
+func (m *Manager) endGrace() {
+	m.graceMu.Lock()
+	defer m.graceMu.Unlock()
+	m.cache.staleUntil.Store(0)
+	m.cache.enabled.Store(false)
+	m.cache.clear()
+}
+
+// graceOver ends the grace that was to last until su, unless the feed came
+// back (or another lookup ended it) in the meantime.
+func (m *Manager) graceOver(su int64) {
+	m.graceMu.Lock()
+	defer m.graceMu.Unlock()
+	if m.cache.staleUntil.Load() != su {
+		return
+	}
+	m.cache.staleUntil.Store(0)
+	m.cache.enabled.Store(false)
+	m.cache.clear()
+	m.log.Warn("session: grace period after losing the revocation feed is over; session cache disabled")
 }
 
 func (m *Manager) notifyFeed(up bool) {

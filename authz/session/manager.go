@@ -38,6 +38,13 @@ type Options struct {
 	// (up=false: caching is off, every lookup reads the store) and when it
 	// is re-established (up=true).
 	OnFeed func(up bool)
+	// FeedLossGrace is how long sessions already in the cache are still
+	// answered from it after the revocation feed is lost (the gateway's
+	// store_grace). Zero, the default, clears the cache at once so every
+	// lookup reads the store. During the grace nothing new is cached and a
+	// revocation made elsewhere may go unseen: that is the trade-off an
+	// operator accepts by configuring a grace.
+	FeedLossGrace time.Duration
 }
 
 // Timing knobs that are not configuration.
@@ -74,8 +81,10 @@ type Manager struct {
 	log        *slog.Logger
 	onEvent    func(store.Event)
 	onFeed     func(bool)
-	idle       int64 // ns
-	writeEvery int64 // ns between LastSeen write-backs of one session
+	feedGrace  time.Duration
+	graceMu    sync.Mutex // orders grace start/end against feed restore
+	idle       int64      // ns
+	writeEvery int64      // ns between LastSeen write-backs of one session
 	cache      *cache
 	scratch    sync.Pool // *scratch
 	wb         writeBack
@@ -103,6 +112,7 @@ func NewManager(cfg Config, st Store, opts Options) (*Manager, error) {
 		log:        opts.Logger,
 		onEvent:    opts.OnEvent,
 		onFeed:     opts.OnFeed,
+		feedGrace:  opts.FeedLossGrace,
 		idle:       int64(cfg.IdleTimeout),
 		writeEvery: int64(cfg.IdleTimeout / 10),
 		cache:      newCache(),
@@ -190,6 +200,9 @@ func (m *Manager) Lookup(ctx context.Context, cookieValue string) (Record, error
 	}
 	now := m.now().UnixNano()
 	epoch0 := m.cache.epoch.Load() // before reading the cache or the store
+	if su := m.cache.staleUntil.Load(); su != 0 && now >= su {
+		m.graceOver(su)
+	}
 	e, negUntil := m.cache.get(sc.id[:idLen])
 	if e != nil {
 		m.scratch.Put(sc)

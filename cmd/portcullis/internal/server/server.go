@@ -101,7 +101,8 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		return in, err
 	}
 	in.emit = in.Audit
-	sopts := session.Options{Now: opts.Now, Rand: opts.Rand, Logger: opts.Logger.With("component", "session")}
+	sopts := session.Options{Now: opts.Now, Rand: opts.Rand, Logger: opts.Logger.With("component", "session"),
+		FeedLossGrace: cfg.Gateway.StoreGrace}
 	if in.Sessions, err = session.NewManager(cfg.Session, in.Store, sopts); err != nil {
 		return in, fmt.Errorf("sessions: %w", err)
 	}
