@@ -249,9 +249,14 @@ func (e *Engine) Fail(ctx context.Context, sig Signal, userID string, ip netip.A
 				return Verdict{}, err
 			}
 			if n >= int64(t.Count) {
-				detail := fmt.Sprintf("%d %s in %s (threshold %d)", n, sig, t.Window, t.Count)
+				// Parallel failures at or above the threshold race to
+				// write the lock (AddLock: one wins). The lock was
+				// decided when the count reached the threshold, so the
+				// record says so whichever failure wins; "observed" is
+				// what the winner counted.
+				detail := fmt.Sprintf("%d %s in %s (threshold %d)", t.Count, sig, t.Window, t.Count)
 				if _, err := e.lock(ctx, userID, ip, LockReason(sig), detail, "", map[string]string{
-					"signal": string(sig), "count": strconv.FormatInt(n, 10),
+					"signal": string(sig), "count": strconv.Itoa(t.Count), "observed": strconv.FormatInt(n, 10),
 					"threshold": strconv.Itoa(t.Count), "window": t.Window.String(),
 				}); err != nil {
 					return Verdict{}, err
