@@ -457,6 +457,7 @@ func testLockAtThreshold(t *testing.T, rs *riskSite) {
 	if ev.Reason != "totp-failures" || ev.Attrs["count"] != fmt.Sprint(threshold) || ev.Attrs["threshold"] != fmt.Sprint(threshold) {
 		t.Errorf("lock event reason %q attrs %v, want totp-failures with count = threshold = %d", ev.Reason, ev.Attrs, threshold)
 	}
+	t.Logf("lock event on %s: %s %v", ev.Instance, ev.Ref, ev.Attrs)
 }
 
 // outcome names what a wrong-code POST got, for the log.
