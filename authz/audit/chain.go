@@ -344,7 +344,18 @@ func chainKey(k []byte) (uint8, bool) {
 // foldsChainKey reports whether k equals a chain key in another case
 // (including the Unicode folds encoding/json applies: 'ſ' for s, 'K' for k).
 func foldsChainKey(k []byte) bool {
-	if len(k) > 3*len("instance") {
+	// Only 's' (ſ, 2 bytes) and 'k' (K, 3 bytes) of the chain keys' letters
+	// have non-ASCII folds, so a folding key is 3, 4, 5, 8 or 9 bytes long
+	// and starts with a chain key's first letter, either case, or ſ or K.
+	// The filter keeps EqualFold off the hot path (event keys).
+	switch len(k) {
+	case 3, 4, 5, 8, 9:
+	default:
+		return false
+	}
+	switch k[0] | 0x20 {
+	case 'i', 't', 's', 'p', 'k', 0xc5 | 0x20, 0xe2 | 0x20:
+	default:
 		return false
 	}
 	for _, c := range chainKeys {
@@ -518,7 +529,19 @@ func (s *scanner) str() (raw []byte, escaped, ok bool) {
 	}
 }
 
+// noControl reports whether b has no byte below 0x20. It tests eight
+// bytes per step (a byte x < 0x20 makes x-0x20 borrow into bit 7 while
+// bit 7 of x is clear), which matters for verify's speed and more so
+// under the race detector, which instruments every load.
 func noControl(b []byte) bool {
+	const lo, hi = 0x2020202020202020, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		if (x-lo)&^x&hi != 0 {
+			return false
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c < 0x20 {
 			return false

@@ -110,7 +110,7 @@ func rechain(t *testing.T, dir, instance string, lines []string, key ed25519.Pri
 }
 
 // writeHead replaces the head marker file with one signed by key.
-func writeHead(t *testing.T, dir, instance string, key ed25519.PrivateKey, seq uint64, hash [32]byte, closed bool) {
+func writeHead(t testing.TB, dir, instance string, key ed25519.PrivateKey, seq uint64, hash [32]byte, closed bool) {
 	t.Helper()
 	f, err := os.Create(filepath.Join(dir, fileBase(instance)+".head"))
 	if err != nil {
