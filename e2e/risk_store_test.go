@@ -79,6 +79,13 @@ func TestRiskStoreDown(t *testing.T) {
 			t.Errorf("%s's lock is gone after the Redis restart; before: %+v, after: %+v", login, locksBefore, after)
 		}
 	}
-	// Not everything is refused: xena, never locked, logs in again.
+	// Not everything is refused: xena's session is served again once the
+	// gateway's store pinger (every second) has seen Redis back, and she
+	// can log in anew.
+	served := eventually(t, "xena's session served again after the restart", func() bool {
+		r, err := anon.Try(withCookie(p.URL(appHost, "/after-restart"), xenaCookie))
+		return err == nil && r.StatusCode == 200
+	})
+	t.Logf("xena's established session served again %v after the restart", served.Sub(restarted).Round(time.Millisecond))
 	rs.login(t, p, "127.0.55.1", "xena", xenaOTP)
 }
