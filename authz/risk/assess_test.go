@@ -37,27 +37,28 @@ func TestAssess(t *testing.T) {
 		when  time.Time
 		want  []string
 		step  bool
-		learn int // logins recorded first (default 10)
+		learn int // logins recorded first (default 20: networks and hours learned)
 	}{
-		{name: "usual network and hour", ip: "192.0.2.50", when: at(7, 9, 30)},
-		{name: "new network", ip: "198.51.100.5", when: at(7, 10, 0), want: []string{ReasonNewNetwork}, step: true},
-		{name: "new network, step-up off", cfg: Config{NoNewNetworkStepUp: true}, ip: "198.51.100.5", when: at(7, 10, 0), want: []string{ReasonNewNetwork}},
-		{name: "odd hour", ip: "192.0.2.50", when: at(7, 3, 0), want: []string{ReasonOddHour}},
-		{name: "new network at an odd hour", ip: "198.51.100.5", when: at(7, 3, 0), want: []string{ReasonNewNetwork, ReasonOddHour}, step: true},
-		{name: "two hours after the latest usual hour", ip: "192.0.2.50", when: at(7, 12, 59)},
-		{name: "three hours after", ip: "192.0.2.50", when: at(7, 13, 0), want: []string{ReasonOddHour}},
-		{name: "two hours before the earliest", ip: "192.0.2.50", when: at(7, 7, 0)},
-		{name: "three hours before", ip: "192.0.2.50", when: at(7, 6, 59), want: []string{ReasonOddHour}},
-		{name: "wider tolerance", cfg: Config{HourTolerance: 4}, ip: "192.0.2.50", when: at(7, 14, 0)},
-		{name: "ipv4-mapped address of the usual network", ip: "::ffff:192.0.2.77", when: at(7, 9, 0)},
-		{name: "learning: anything goes", learn: 9, ip: "198.51.100.5", when: at(7, 3, 0)},
-		{name: "learning configured shorter", cfg: Config{LearnLogins: 3}, learn: 3, ip: "198.51.100.5", when: at(7, 10, 0), want: []string{ReasonNewNetwork}, step: true},
+		{name: "usual network and hour", ip: "192.0.2.50", when: at(14, 9, 30)},
+		{name: "new network", ip: "198.51.100.5", when: at(14, 10, 0), want: []string{ReasonNewNetwork}, step: true},
+		{name: "new network, step-up off", cfg: Config{NoNewNetworkStepUp: true}, ip: "198.51.100.5", when: at(14, 10, 0), want: []string{ReasonNewNetwork}},
+		{name: "odd hour", ip: "192.0.2.50", when: at(14, 3, 0), want: []string{ReasonOddHour}},
+		{name: "new network at an odd hour", ip: "198.51.100.5", when: at(14, 3, 0), want: []string{ReasonNewNetwork, ReasonOddHour}, step: true},
+		{name: "two hours after the latest usual hour", ip: "192.0.2.50", when: at(14, 12, 59)},
+		{name: "three hours after", ip: "192.0.2.50", when: at(14, 13, 0), want: []string{ReasonOddHour}},
+		{name: "two hours before the earliest", ip: "192.0.2.50", when: at(14, 7, 0)},
+		{name: "three hours before", ip: "192.0.2.50", when: at(14, 6, 59), want: []string{ReasonOddHour}},
+		{name: "wider tolerance", cfg: Config{HourTolerance: 4}, ip: "192.0.2.50", when: at(14, 14, 0)},
+		{name: "ipv4-mapped address of the usual network", ip: "::ffff:192.0.2.77", when: at(14, 9, 0)},
+		{name: "learning: anything goes", learn: 9, ip: "198.51.100.5", when: at(14, 3, 0)},
+		{name: "networks learned, hours not yet", learn: 19, ip: "198.51.100.5", when: at(14, 3, 0), want: []string{ReasonNewNetwork}, step: true},
+		{name: "learning configured shorter", cfg: Config{LearnLogins: 3}, learn: 6, ip: "198.51.100.5", when: at(14, 3, 0), want: []string{ReasonNewNetwork, ReasonOddHour}, step: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := newEnv(t, "embedded", func() Config { c := tc.cfg; c.Webhooks = alertSink; return c }())
 			n := tc.learn
 			if n == 0 {
-				n = 10
+				n = 20
 			}
 			ev.learn("alice", office, n)
 			ev.clock.Set(tc.when)
@@ -89,10 +90,49 @@ func TestAssess(t *testing.T) {
 	}
 }
 
+func TestUsualHour(t *testing.T) {
+	hist := func(hs ...int) (out [24]int) {
+		for _, h := range hs {
+			out[h]++
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		hours [24]int
+		h     int
+		want  bool
+	}{
+		{"seen", hist(9), 9, true},
+		{"within tolerance after", hist(9), 11, true},
+		{"beyond tolerance after", hist(9), 12, false},
+		{"within tolerance before", hist(9), 7, true},
+		{"beyond tolerance before", hist(9), 6, false},
+		{"between mornings and evenings", hist(8, 8, 9, 17, 18), 13, true},
+		{"night of a day worker", hist(8, 9, 12, 17, 18), 3, false},
+		{"edge of the night", hist(8, 9, 12, 17, 18), 20, true},
+		{"night owl across midnight", hist(22, 23, 0, 1), 2, true},
+		{"night owl's afternoon", hist(22, 23, 0, 1), 12, false},
+		{"every hour", func() (o [24]int) {
+			for i := range o {
+				o[i] = 1
+			}
+			return o
+		}(), 4, true},
+		{"one odd login does not make every hour usual", hist(3, 9, 10, 11, 12, 13, 14, 15, 16, 17), 22, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := usualHour(tc.hours, tc.h, 2); got != tc.want {
+				t.Errorf("usualHour(%02d:00) = %v, want %v", tc.h, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestAssessAcrossMidnight(t *testing.T) {
 	ev := newEnv(t, "embedded", Config{})
 	ip := mustAddr("192.0.2.10")
-	for i := range 10 {
+	for i := range 20 {
 		ev.clock.Set(at(i, 23, 0))
 		ev.e.Record(ev.ctx(), "owl", ip)
 	}
@@ -101,7 +141,7 @@ func TestAssessAcrossMidnight(t *testing.T) {
 		want bool
 	}{{1, false}, {21, false}, {2, true}, {20, true}} {
 		t.Run(fmt.Sprintf("%02d:00", tc.h), func(t *testing.T) {
-			ev.clock.Set(at(12, tc.h, 0))
+			ev.clock.Set(at(22, tc.h, 0))
 			lr, err := ev.e.Assess(ev.ctx(), "owl", ip, "ssh")
 			if err != nil || slices.Contains(lr.Anomalies, ReasonOddHour) != tc.want {
 				t.Errorf("Assess = %+v, %v; want odd hour %v", lr, err, tc.want)
@@ -117,8 +157,8 @@ func TestRecordOnlyAfterSuccess(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b string) {
 		ev := newEnv(t, b, Config{Webhooks: alertSink})
 		ctx := ev.ctx()
-		ev.learn("alice", mustAddr("192.0.2.10"), 10)
-		ev.clock.Set(at(7, 10, 0))
+		ev.learn("alice", mustAddr("192.0.2.10"), 20)
+		ev.clock.Set(at(14, 10, 0))
 		home := mustAddr("2001:db8:77:1::5")
 		for i := range 3 {
 			lr, err := ev.e.Assess(ctx, "alice", home, "web")

@@ -63,11 +63,15 @@ type Config struct {
 	SourceNetwork Threshold
 
 	// LearnLogins is how many logins a user's history needs before a new
-	// network or an unusual hour is reported (default 10): without it,
-	// every user's second network would be "new".
+	// network is reported (default 10), and half of how many it needs
+	// before an unusual hour is: without it, every user's second network
+	// would be "new", and with as few hours as networks, many users'
+	// late afternoons would look unusual.
 	LearnLogins int
-	// HourTolerance: a login hour (UTC) within this many hours of one in
-	// the user's history is usual (default 2).
+	// HourTolerance: the hours a user logs in at form one block of the
+	// day (the complement of the longest stretch without logins); a
+	// login hour (UTC) within that block or this many hours of it is
+	// usual (default 2).
 	HourTolerance int
 	// NewNetworkStepUp asks for TOTP again on a login from a network not
 	// in the user's history (SSH: per-connection TOTP). Default true; set

@@ -14,19 +14,16 @@ import (
 	"github.com/portcullis/portcullis/authz/store"
 )
 
-// profile is a user's login history and usage baselines, one JSON record
-// in the store. Instances update it read-modify-write: a rare lost update
-// only makes a baseline slightly less precise, never grants anything.
+// profile is a user's login history, one JSON record in the store,
+// updated read-modify-write by Record. Usage baselines live in a record of
+// their own (baseline, in usage.go): the usage flusher rewrites those
+// every minute a user is active, and sharing one record would let a flush
+// overwrite a login recorded at the same moment, which would then look
+// new again.
 type profile struct {
 	Logins   int                  `json:"logins"`
 	Networks map[string]time.Time `json:"networks,omitempty"` // /24 or /64 → last seen
 	Hours    [24]int              `json:"hours"`              // logins per UTC hour
-	// RateEWMA is requests per active minute, BytesEWMA bytes per active
-	// hour; Minutes and HoursActive count how many went into them.
-	RateEWMA    float64 `json:"rate_ewma,omitempty"`
-	Minutes     int     `json:"minutes,omitempty"`
-	BytesEWMA   float64 `json:"bytes_ewma,omitempty"`
-	HoursActive int     `json:"hours_active,omitempty"`
 
 	// corrupt: the stored record did not decode; this is a fresh one.
 	corrupt bool
@@ -110,20 +107,43 @@ func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via s
 		lr.StepUp = !c.NoNewNetworkStepUp
 		e.anomaly(ctx, userID, ip, ReasonNewNetwork, fmt.Sprintf("%s login from %s, not among the %d networks of %d logins", via, network, len(p.Networks), p.Logins), map[string]string{"network": network.String(), "via": via})
 	}
-	if !usualHour(p.Hours, now.Hour(), c.HourTolerance) {
+	// Hours need a longer history than networks: a user has a network or
+	// two but logs in across a working day, and ten logins are too few
+	// to have seen all of it (the false-positive replay showed it).
+	if p.Logins >= 2*c.LearnLogins && !usualHour(p.Hours, now.Hour(), c.HourTolerance) {
 		lr.Anomalies = append(lr.Anomalies, ReasonOddHour)
 		e.anomaly(ctx, userID, ip, ReasonOddHour, fmt.Sprintf("%s login at %02d:00 UTC, outside the hours of %d logins", via, now.Hour(), p.Logins), map[string]string{"hour": strconv.Itoa(now.Hour()), "via": via})
 	}
 	return lr, nil
 }
 
+// usualHour reports whether a login at hour h (UTC) fits the user's
+// history of login hours. People work in one block of the day: the
+// longest run of hours without any login is the user's night, and
+// every hour outside it is usual, as is an hour within tol of its edges.
+// Comparing with the individual hours seen instead would flag the
+// afternoon of a user whose first logins happened to be mornings and
+// evenings.
 func usualHour(hours [24]int, h, tol int) bool {
-	for d := -tol; d <= tol; d++ {
-		if hours[((h+d)%24+24)%24] > 0 {
-			return true
+	gapStart, gapLen := 0, 0
+	for s := range 24 {
+		if hours[s] != 0 || hours[(s+23)%24] == 0 {
+			continue // not the first hour of a run without logins
+		}
+		n := 0
+		for n < 24 && hours[(s+n)%24] == 0 {
+			n++
+		}
+		if n > gapLen {
+			gapStart, gapLen = s, n
 		}
 	}
-	return false
+	d := ((h-gapStart)%24 + 24) % 24 // position of h in the night
+	if gapLen == 0 || d >= gapLen {
+		return true // logins at every hour, or h outside the night
+	}
+	// Distance to the last usual hour before the night and to the first after.
+	return d+1 <= tol || gapLen-d <= tol
 }
 
 // Record adds a successful login of userID from ip to their history.

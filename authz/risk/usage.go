@@ -2,12 +2,16 @@ package risk
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portcullis/portcullis/authz/store"
 )
 
 // usageEntry is one user's counts since the last flush. Only atomics are
@@ -19,6 +23,54 @@ type usageEntry struct {
 	idleFlushes int
 	lastMinute  int64
 	lastHour    int64
+	// base is the user's baseline as last read or written; it is read
+	// afresh from the store whenever a period is folded (at most once a
+	// minute), so other instances' folds show within a minute.
+	base       baseline
+	baseLoaded bool
+}
+
+// baseline is a user's usage baselines, one JSON record in the store.
+// RateEWMA is requests per active minute, BytesEWMA bytes per active
+// hour; Minutes and HoursActive count how many periods went into them.
+// Instances fold periods read-modify-write: a rare lost update makes a
+// baseline slightly less precise, never grants anything.
+type baseline struct {
+	RateEWMA    float64 `json:"rate_ewma,omitempty"`
+	Minutes     int     `json:"minutes,omitempty"`
+	BytesEWMA   float64 `json:"bytes_ewma,omitempty"`
+	HoursActive int     `json:"hours_active,omitempty"`
+}
+
+func baselineKey(userID string) string { return "risk-baseline:" + userID }
+
+func (e *Engine) loadBaseline(ctx context.Context, userID string) (baseline, error) {
+	var b baseline
+	raw, err := e.st.GetEphemeral(ctx, baselineKey(userID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return b, nil
+	case err != nil:
+		return b, unavailable(err)
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		// Relearned from the next periods; meanwhile only the absolute
+		// minimums apply.
+		e.log.ErrorContext(ctx, "corrupt usage baseline, starting afresh", "user_id", userID, "err", err)
+		return baseline{}, nil
+	}
+	return b, nil
+}
+
+func (e *Engine) saveBaseline(ctx context.Context, userID string, b baseline) error {
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	if err := e.st.PutEphemeral(ctx, baselineKey(userID), raw, profileTTL); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 type usageTable struct {
@@ -96,7 +148,7 @@ func (e *Engine) FlushUsage(ctx context.Context) error {
 			// every burst of activity (and every hour not followed at
 			// once by more activity) would never count.
 			if (u.lastMinute != 0 && u.lastMinute != minute) || (u.lastHour != 0 && u.lastHour != hour) {
-				if err := e.foldIdle(ctx, userID, u, minute, hour); err != nil && firstErr == nil {
+				if err := e.foldPeriods(ctx, userID, u, minute, hour); err != nil && firstErr == nil {
 					firstErr = err
 				}
 			}
@@ -122,55 +174,73 @@ func bytesKey(userID string, hour int64) string {
 	return "risk:usage:bytes:" + userID + ":" + strconv.FormatInt(hour, 10)
 }
 
-// foldPeriods folds the user's last minute and hour into the baselines of
-// p when they are over, once across all instances (the first to
-// increment the period's fold mark), and reports whether p changed.
-func (e *Engine) foldPeriods(ctx context.Context, userID string, u *usageEntry, p *profile, minute, hour int64) (bool, error) {
-	changed := false
-	fold := func(kind string, period int64, key string, ewma *float64, n *int) error {
+// foldPeriods folds the user's last minute and hour into the baselines
+// when they are over, once across all instances (the first to increment
+// the period's fold mark), and leaves the current baseline in u.base.
+// An instance that did not fold keeps its cached baseline, at most a
+// minute old: store calls per active user stay at a handful a minute.
+func (e *Engine) foldPeriods(ctx context.Context, userID string, u *usageEntry, minute, hour int64) error {
+	type due struct {
+		key  string
+		ewma *float64
+		n    *int
+	}
+	var b baseline
+	var folds []due
+	mark := func(kind string, period int64, key string, ewma *float64, n *int) error {
 		first, err := e.st.Incr(ctx, "risk:usage:fold:"+kind+":"+userID+":"+strconv.FormatInt(period, 10), 1, 3*time.Hour)
-		if err != nil || first != 1 {
-			return err
+		if err != nil {
+			return unavailable(err)
 		}
-		total, err := e.st.Count(ctx, key)
-		if err != nil || total == 0 {
-			return err
+		if first == 1 {
+			folds = append(folds, due{key, ewma, n})
 		}
-		if *n == 0 {
-			*ewma = float64(total)
-		} else {
-			*ewma = (1-ewmaAlpha)*(*ewma) + ewmaAlpha*float64(total)
-		}
-		*n++
-		changed = true
 		return nil
 	}
 	if u.lastMinute != 0 && u.lastMinute != minute {
-		if err := fold("req", u.lastMinute, reqKey(userID, u.lastMinute), &p.RateEWMA, &p.Minutes); err != nil {
-			return false, unavailable(err)
+		if err := mark("req", u.lastMinute, reqKey(userID, u.lastMinute), &b.RateEWMA, &b.Minutes); err != nil {
+			return err
 		}
 		u.lastMinute = 0
 	}
 	if u.lastHour != 0 && u.lastHour != hour {
-		if err := fold("bytes", u.lastHour, bytesKey(userID, u.lastHour), &p.BytesEWMA, &p.HoursActive); err != nil {
-			return false, unavailable(err)
+		if err := mark("bytes", u.lastHour, bytesKey(userID, u.lastHour), &b.BytesEWMA, &b.HoursActive); err != nil {
+			return err
 		}
 		u.lastHour = 0
 	}
-	return changed, nil
-}
-
-// foldIdle folds the finished periods of a user with nothing new to flush.
-func (e *Engine) foldIdle(ctx context.Context, userID string, u *usageEntry, minute, hour int64) error {
-	p, err := e.loadProfile(ctx, userID)
+	if len(folds) == 0 && u.baseLoaded {
+		return nil
+	}
+	loaded, err := e.loadBaseline(ctx, userID)
 	if err != nil {
 		return err
 	}
-	changed, err := e.foldPeriods(ctx, userID, u, &p, minute, hour)
-	if err != nil || !changed {
-		return err
+	b = loaded
+	changed := false
+	for _, f := range folds {
+		total, err := e.st.Count(ctx, f.key)
+		if err != nil {
+			return unavailable(err)
+		}
+		if total == 0 {
+			continue
+		}
+		if *f.n == 0 {
+			*f.ewma = float64(total)
+		} else {
+			*f.ewma = (1-ewmaAlpha)*(*f.ewma) + ewmaAlpha*float64(total)
+		}
+		*f.n++
+		changed = true
 	}
-	return e.saveProfile(ctx, userID, p)
+	if changed {
+		if err := e.saveBaseline(ctx, userID, b); err != nil {
+			return err
+		}
+	}
+	u.base, u.baseLoaded = b, true
+	return nil
 }
 
 // flushUser adds req and b to the user's totals in the store and checks
@@ -185,21 +255,13 @@ func (e *Engine) flushUser(ctx context.Context, userID string, u *usageEntry, re
 		u.bytes.Add(b)
 		return err
 	}
-
-	p, err := e.loadProfile(ctx, userID)
-	if err != nil {
-		return putBack(req, b, err)
-	}
-	changed, err := e.foldPeriods(ctx, userID, u, &p, minute, hour)
-	if err == nil && changed {
-		err = e.saveProfile(ctx, userID, p)
-	}
-	if err != nil {
+	if err := e.foldPeriods(ctx, userID, u, minute, hour); err != nil {
 		return putBack(req, b, err)
 	}
 	u.lastMinute, u.lastHour = minute, hour
 
 	var rate, volume int64
+	var err error
 	if req > 0 {
 		if rate, err = e.st.Incr(ctx, reqKey(userID, minute), req, 3*time.Hour); err != nil {
 			return putBack(req, b, unavailable(err))
@@ -210,6 +272,7 @@ func (e *Engine) flushUser(ctx context.Context, userID string, u *usageEntry, re
 			return putBack(0, b, unavailable(err))
 		}
 	}
+	p := u.base
 	if limit := usageLimit(c.RateMin, c.RateFactor, p.RateEWMA, p.Minutes >= baselineMinutes); rate > limit {
 		e.usageAnomaly(ctx, c, userID, ReasonRequestRate,
 			fmt.Sprintf("%d requests this minute, limit %d (baseline %.0f/min over %d minutes)", rate, limit, p.RateEWMA, p.Minutes))

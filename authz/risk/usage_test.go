@@ -1,6 +1,7 @@
 package risk
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sync"
@@ -98,9 +99,9 @@ func (u usageEnv) run(user string, steps int, step time.Duration, req, b int64) 
 	}
 }
 
-func (u usageEnv) profile(user string) profile {
+func (u usageEnv) baseline(user string) baseline {
 	u.t.Helper()
-	p, err := u.e.loadProfile(u.ctx(), user)
+	p, err := u.e.loadBaseline(u.ctx(), user)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -118,14 +119,14 @@ func TestUsageBaselines(t *testing.T) {
 		// Minutes 0..39 are over at 00:40:00; with one instance's folds
 		// only, or both, the count or the totals would be off.
 		u.run("alice", 6*40, 10*time.Second, 10, 1<<20)
-		p := u.profile("alice")
+		p := u.baseline("alice")
 		if want := 120 - 20*math.Pow(1-ewmaAlpha, 39); p.Minutes != 40 || math.Abs(p.RateEWMA-want) > 1e-9 {
 			t.Errorf("rate baseline %.4f over %d minutes, want %.4f over 40", p.RateEWMA, p.Minutes, want)
 		}
 		// Then a flush a minute, 6 MiB per instance: 720 MiB/h, below the
 		// 1 GiB floor (hour 0 got 480 + 19×12 = 708 MiB).
 		u.run("alice", 180, time.Minute, 10, 6<<20)
-		p = u.profile("alice")
+		p = u.baseline("alice")
 		if p.HoursActive != 3 || p.Minutes != 40+180 {
 			t.Errorf("%d hours, %d minutes folded; want 3 and %d", p.HoursActive, p.Minutes, 40+180)
 		}
@@ -146,7 +147,7 @@ func TestUsageIdleFold(t *testing.T) {
 	ev.clock.Set(t0.Add(9*time.Hour + 5*time.Second))
 	u.run("alice", 3, 10*time.Second, 7, 1000) // three flushes in 09:00
 	u.run("alice", 12, 10*time.Second, 0, 0)   // two idle minutes
-	if p := u.profile("alice"); p.Minutes != 1 || p.RateEWMA != 21 {
+	if p := u.baseline("alice"); p.Minutes != 1 || p.RateEWMA != 21 {
 		t.Errorf("rate baseline %.1f over %d minutes, want 21 over 1", p.RateEWMA, p.Minutes)
 	}
 	if _, ok := ev.e.usage.m.Load("alice"); !ok {
@@ -154,7 +155,7 @@ func TestUsageIdleFold(t *testing.T) {
 	}
 	ev.clock.Set(t0.Add(10 * time.Hour))
 	u.run("alice", 8, 10*time.Second, 0, 0)
-	if p := u.profile("alice"); p.HoursActive != 1 || p.BytesEWMA != 3000 {
+	if p := u.baseline("alice"); p.HoursActive != 1 || p.BytesEWMA != 3000 {
 		t.Errorf("bytes baseline %.0f over %d hours, want 3000 over 1", p.BytesEWMA, p.HoursActive)
 	}
 	if _, ok := ev.e.usage.m.Load("alice"); ok {
@@ -253,5 +254,41 @@ func TestUsageFlushFailure(t *testing.T) {
 	// Nothing was lost: 601 requests in one minute cross the minimum.
 	if got := ev.audit.Find(audit.TypeRiskAnomaly, ReasonRequestRate); len(got) != 1 {
 		t.Errorf("anomalies %+v; the counts of the failed flush were lost", got)
+	}
+}
+
+// putRecorder records the keys of ephemeral records written.
+type putRecorder struct {
+	Store
+	mu   sync.Mutex
+	keys []string
+}
+
+func (p *putRecorder) PutEphemeral(ctx context.Context, key string, val []byte, ttl time.Duration) error {
+	p.mu.Lock()
+	p.keys = append(p.keys, key)
+	p.mu.Unlock()
+	return p.Store.PutEphemeral(ctx, key, val, ttl)
+}
+
+// TestUsageLeavesLoginHistoryAlone: the flusher writes the baselines only,
+// so a flush racing a login can never drop the network just recorded.
+func TestUsageLeavesLoginHistoryAlone(t *testing.T) {
+	ev := newEnv(t, "embedded", Config{})
+	rec := &putRecorder{Store: ev.st}
+	e := ev.engine(rec, "i1")
+	if err := e.Record(ev.ctx(), "alice", mustAddr("192.0.2.1")); err != nil {
+		t.Fatal(err)
+	}
+	rec.keys = nil
+	u := usageEnv{ev, []*Engine{e}}
+	u.run("alice", 5, time.Minute, 50, 5000)
+	for _, k := range rec.keys {
+		if k != baselineKey("alice") {
+			t.Errorf("a usage flush wrote %q", k)
+		}
+	}
+	if len(rec.keys) == 0 {
+		t.Error("no baseline written")
 	}
 }
