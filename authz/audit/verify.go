@@ -678,6 +678,9 @@ func (run *chainRun) first(r *record) error {
 	if r.seq == 1 {
 		var genesis [32]byte
 		run.it.legacy.Sum(genesis[:0])
+		if run.it.legacyN > 0 {
+			run.c.Notes = append(run.c.Notes, fmt.Sprintf("%d lines before the first record (written before chaining) are covered by its prev hash", run.it.legacyN))
+		}
 		if r.prev != genesis {
 			if run.it.legacyN > 0 {
 				return run.fail(ProblemModified, r, "its prev hash does not match the %d lines before it (written before chaining): those lines or this record were modified", run.it.legacyN)
