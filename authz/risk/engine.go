@@ -273,9 +273,11 @@ func (e *Engine) countSource(ctx context.Context, c *compiled, sig Signal, userI
 	if err != nil || n < int64(t.Count) {
 		return err
 	}
-	detail := fmt.Sprintf("%d failures in %s (threshold %d), last %s", n, t.Window, t.Count, sig)
+	// As for user locks: the block was decided at the threshold, whichever
+	// of several parallel failures wins AddLock; "observed" is its count.
+	detail := fmt.Sprintf("%d failures in %s (threshold %d), last %s", t.Count, t.Window, t.Count, sig)
 	return e.block(ctx, c, p, reason, detail, userID, map[string]string{
-		"signal": string(sig), "count": strconv.FormatInt(n, 10),
+		"signal": string(sig), "count": strconv.Itoa(t.Count), "observed": strconv.FormatInt(n, 10),
 		"threshold": strconv.Itoa(t.Count), "window": t.Window.String(),
 	})
 }

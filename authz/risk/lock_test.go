@@ -90,7 +90,7 @@ func TestFailLocksAtThreshold(t *testing.T) {
 					t.Fatalf("%d risk.lock events, want 1", len(locks))
 				}
 				l := locks[0]
-				want := map[string]string{"signal": string(sig), "count": strconv.Itoa(th.Count),
+				want := map[string]string{"signal": string(sig), "count": strconv.Itoa(th.Count), "observed": strconv.Itoa(th.Count),
 					"threshold": strconv.Itoa(th.Count), "window": th.Window.String(), "subject": "user:alice"}
 				for k, w := range want {
 					if l.Attrs[k] != w {
@@ -212,11 +212,12 @@ func TestFailParallelLocksOnce(t *testing.T) {
 			t.Fatalf("%d risk.lock events, want exactly 1: %+v", len(locks), locks)
 		}
 		l := locks[0]
-		// The threshold was crossed by exactly one failure; the lock is
-		// written by whichever failure at or above it reached the store
-		// first, all within the first wave.
-		if n, _ := strconv.Atoi(l.Attrs["count"]); n < 5 || n > parallel || l.Attrs["threshold"] != "5" || l.Attrs["signal"] != string(SignalTOTPFailure) {
-			t.Errorf("lock attrs %v: want threshold 5 and a count in 5..%d", l.Attrs, parallel)
+		// The lock was decided at the threshold; it is written by
+		// whichever failure at or above it reached the store first, all
+		// within the first wave ("observed" is what that one counted).
+		if n, _ := strconv.Atoi(l.Attrs["observed"]); n < 5 || n > parallel || l.Attrs["count"] != "5" ||
+			l.Attrs["threshold"] != "5" || l.Attrs["signal"] != string(SignalTOTPFailure) {
+			t.Errorf("lock attrs %v: want count = threshold = 5 and observed in 5..%d", l.Attrs, parallel)
 		}
 		for _, v := range verdicts[waves-1] {
 			if v.Allow || v.Reason != ReasonAccountLocked || v.Ref != l.Ref {
@@ -354,6 +355,7 @@ func TestSourceBlock(t *testing.T) {
 					}
 					bl := blocks[0]
 					if bl.Attrs["subject"] != tc.subject || bl.Reason != tc.reason || bl.SourceIP != tc.src ||
+						bl.Attrs["count"] != bl.Attrs["threshold"] || bl.Attrs["observed"] != bl.Attrs["threshold"] ||
 						bl.Attrs["duration"] != tc.dur.String() || bl.Decision != audit.Deny || bl.Ref == "" {
 						t.Errorf("risk.block = %+v", bl)
 					}
