@@ -145,6 +145,35 @@ func TestFailWindow(t *testing.T) {
 			}
 		})
 	}
+	// Timed around bucket edges: with one bucket per window, four failures
+	// late in a bucket were weighted down to nothing a few minutes into
+	// the next one (up to a 2x undercount). Sub-buckets keep them.
+	for _, tc := range []struct {
+		name         string
+		start, later time.Duration
+	}{
+		{"four late in a window then one 13m later", 13*time.Minute + 30*time.Second, 13 * time.Minute},
+		{"four mid-window then one 14m later", 7 * time.Minute, 14 * time.Minute},
+		{"four early then one 14m30s later", 10 * time.Second, 14*time.Minute + 30*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := newEnv(t, "embedded", Config{})
+			ev.clock.Advance(tc.start)
+			for i := range 4 {
+				if _, err := ev.e.Fail(ev.ctx(), SignalTOTPFailure, "alice", distinctIP(1, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ev.clock.Advance(tc.later)
+			v, err := ev.e.Fail(ev.ctx(), SignalTOTPFailure, "alice", distinctIP(1, 4))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Allow {
+				t.Errorf("5 failures within %s did not lock", tc.later)
+			}
+		})
+	}
 	t.Run("signal turned off", func(t *testing.T) {
 		ev := newEnv(t, "embedded", Config{User: map[Signal]Threshold{SignalDenied: {0, time.Minute}}})
 		for i := range 200 {

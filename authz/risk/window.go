@@ -11,30 +11,42 @@ import (
 	"github.com/portcullis/portcullis/authz/store"
 )
 
+// subBuckets is how many fixed buckets a sliding window is made of.
+const subBuckets = 8
+
 // hit counts one event for subject/name in a sliding window of w ending
 // at now and returns the count in that window.
 //
-// The window is approximated with two fixed buckets of width w: the
-// current bucket's exact count (an atomic increment: count first) plus the
-// previous bucket's count weighted by how much of it still overlaps the
-// window. Within one bucket the result is exact and increases by one per
-// call, so exactly one caller sees a threshold crossed.
+// The window is made of fixed buckets of w/subBuckets: the current
+// bucket's exact count (an atomic increment: count first) plus the counts
+// of the subBuckets buckets before it. That spans between w and
+// w + w/subBuckets, so the window is never shorter than configured: no
+// timing of failures around bucket edges gets an attacker extra guesses
+// (weighting the oldest bucket, as a two-bucket estimate does, can drop
+// it entirely and let through up to twice the threshold). Within one
+// bucket the result increases by one per call, so exactly one caller
+// sees a threshold crossed.
 func (e *Engine) hit(ctx context.Context, subject, name string, w time.Duration, now time.Time) (int64, error) {
 	base, err := e.windowKey(ctx, subject, name)
 	if err != nil {
 		return 0, err
 	}
-	b := now.UnixNano() / int64(w)
-	cur, err := e.st.Incr(ctx, base+strconv.FormatInt(b, 10), 1, 2*w)
+	width := int64(w) / subBuckets
+	b := now.UnixNano() / width
+	// A bucket is read until subBuckets buckets after its own ends: it
+	// must live w + width from its first increment.
+	n, err := e.st.Incr(ctx, base+strconv.FormatInt(b, 10), 1, w+time.Duration(width))
 	if err != nil {
 		return 0, unavailable(err)
 	}
-	prev, err := e.st.Count(ctx, base+strconv.FormatInt(b-1, 10))
-	if err != nil {
-		return 0, unavailable(err)
+	for i := int64(1); i <= subBuckets; i++ {
+		c, err := e.st.Count(ctx, base+strconv.FormatInt(b-i, 10))
+		if err != nil {
+			return 0, unavailable(err)
+		}
+		n += c
 	}
-	overlap := 1 - float64(now.UnixNano()%int64(w))/float64(w)
-	return cur + int64(float64(prev)*overlap), nil
+	return n, nil
 }
 
 // windowKey is the key prefix of subject's counter name. It includes the
