@@ -102,6 +102,17 @@ type Config struct {
 	// (kind, subject, reason) within this window (default 1h).
 	Webhooks   []Webhook
 	AlertDedup time.Duration
+
+	// GeoIPDatabase is the path of a MaxMind DB City database ("" = no
+	// impossible-travel check). The engine does not open it: the server
+	// does (OpenGeoIP) and passes it as Options.Geo. A login farther than
+	// MinTravelKm (default 500 km: closer than that, GeoIP city placement
+	// is noise) from the user's previous located login, and faster than
+	// MaxTravelKmh (default 1000 km/h: faster than an airliner, door to
+	// door) is reported as impossible travel.
+	GeoIPDatabase string
+	MaxTravelKmh  float64
+	MinTravelKm   float64
 }
 
 // Webhook is an alert sink.
@@ -165,6 +176,12 @@ func (c Config) WithDefaults() Config {
 	if c.BytesMin == 0 {
 		c.BytesMin = 1 << 30
 	}
+	if c.MaxTravelKmh == 0 {
+		c.MaxTravelKmh = 1000
+	}
+	if c.MinTravelKm == 0 {
+		c.MinTravelKm = 500
+	}
 	for i := range c.Webhooks {
 		if c.Webhooks[i].Format == "" {
 			c.Webhooks[i].Format = "json"
@@ -222,6 +239,18 @@ func (c Config) Validate() error {
 	}
 	if c.AlertDedup < 0 || c.AlertDedup > 7*24*time.Hour {
 		bad("alert_dedup", "must be between 0 and 168h")
+	}
+	// Slower than a car or closer than a metropolitan area, every
+	// commute would be "impossible"; faster than an orbit or farther
+	// than half the Earth's circumference, nothing ever would.
+	if !(c.MaxTravelKmh >= 100 && c.MaxTravelKmh <= 50000) {
+		bad("geoip.max_speed_kmh", "must be between 100 and 50000 (km/h)")
+	}
+	if !(c.MinTravelKm >= 10 && c.MinTravelKm <= 10000) {
+		bad("geoip.min_distance_km", "must be between 10 and 10000 (km)")
+	}
+	if hasControl(c.GeoIPDatabase) {
+		bad("geoip.database", "must be a file path")
 	}
 	// Duplicates are refused: harmless for canaries, but usually a typo
 	// hiding the entry that was meant.

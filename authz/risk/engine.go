@@ -50,6 +50,9 @@ type Options struct {
 	Revokers []Revoker                            // called on every new user lock
 	Client   *http.Client                         // webhooks; default 10s timeout
 	After    func(time.Duration) <-chan time.Time // backoff timer; default time.After
+	// Geo places login sources for the impossible-travel check (an
+	// *GeoIP opened from Config.GeoIPDatabase); nil turns the check off.
+	Geo Locator
 }
 
 // Reason codes of verdicts and locks (stable: audit events, admin locks).
@@ -61,6 +64,7 @@ const (
 	ReasonSourceIP      = "source-failures"
 	ReasonSourceNetwork = "network-failures"
 	ReasonNewNetwork    = "new-network"
+	ReasonTravel        = "impossible-travel"
 	ReasonOddHour       = "unusual-hour"
 	ReasonRequestRate   = "request-rate"
 	ReasonDownload      = "download-volume"

@@ -24,6 +24,10 @@ type profile struct {
 	Logins   int                  `json:"logins"`
 	Networks map[string]time.Time `json:"networks,omitempty"` // /24 or /64 → last seen
 	Hours    [24]int              `json:"hours"`              // logins per UTC hour
+	// Geo is the latest successful login that could be placed (with a
+	// Locator configured). A later login from an address that cannot be
+	// placed (a private network) leaves it as is: the user was there then.
+	Geo *geoFix `json:"geo,omitempty"`
 
 	// corrupt: the stored record did not decode; this is a fresh one.
 	corrupt bool
@@ -70,9 +74,11 @@ func (e *Engine) saveProfile(ctx context.Context, userID string, p profile) erro
 // LoginRisk is the assessment of a login.
 type LoginRisk struct {
 	// StepUp asks for the second factor again (SSH: a per-connection TOTP
-	// prompt) because the login comes from a network new for this user.
+	// prompt) because the login comes from a network new for this user,
+	// or from too far away too soon after the previous one.
 	StepUp bool
-	// Anomalies are the reason codes found (ReasonNewNetwork, ReasonOddHour).
+	// Anomalies are the reason codes found (ReasonTravel,
+	// ReasonNewNetwork, ReasonOddHour).
 	Anomalies []string
 }
 
@@ -97,11 +103,17 @@ func (e *Engine) Assess(ctx context.Context, userID string, ip netip.Addr, via s
 		lr.StepUp = !c.NoNewNetworkStepUp
 		return lr, nil
 	}
+	_, network := sources(ip)
+	now := e.now().UTC()
+	// Travel needs no learnt habits, only the previous located login, so
+	// it is checked from the second login on.
+	if e.impossibleTravel(ctx, c, p, userID, ip, network, via, now) {
+		lr.Anomalies = append(lr.Anomalies, ReasonTravel)
+		lr.StepUp = true
+	}
 	if p.Logins < c.LearnLogins {
 		return lr, nil // still learning this user's habits
 	}
-	_, network := sources(ip)
-	now := e.now().UTC()
 	if _, seen := p.Networks[network.String()]; !seen {
 		lr.Anomalies = append(lr.Anomalies, ReasonNewNetwork)
 		lr.StepUp = !c.NoNewNetworkStepUp
@@ -175,6 +187,9 @@ func (e *Engine) Record(ctx context.Context, userID string, ip netip.Addr) error
 			delete(p.Networks, s.n)
 		}
 	}
+	if fix, ok := e.locate(ip, now); ok {
+		p.Geo = &fix
+	}
 	p.Hours[now.Hour()]++
 	p.Logins++
 	return e.saveProfile(ctx, userID, p)
@@ -195,4 +210,36 @@ func (e *Engine) anomaly(ctx context.Context, userID string, ip netip.Addr, reas
 	}
 	e.alert(Alert{Kind: "anomaly", Subject: UserSubject(userID), Reason: reason, UserID: userID,
 		SourceIP: src, Detail: detail, dedupKey: key})
+}
+
+// impossibleTravel reports (audits and alerts) a login from ip placed
+// too far from the user's previous located login for the time between
+// them. Either login without a location is not compared. Like every
+// anomaly it never locks: the caller asks for the second factor again
+// (whatever new_network_step_up says: travel is a stronger sign than a
+// new network).
+func (e *Engine) impossibleTravel(ctx context.Context, c *compiled, p profile, userID string, ip netip.Addr, network netip.Prefix, via string, now time.Time) bool {
+	if p.Geo == nil {
+		return false
+	}
+	to, ok := e.locate(ip, now)
+	if !ok {
+		return false
+	}
+	km, kmh, impossible := travel(*p.Geo, to, c.MinTravelKm, c.MaxTravelKmh)
+	if !impossible {
+		return false
+	}
+	elapsed := now.Sub(p.Geo.At).Round(time.Second)
+	e.anomaly(ctx, userID, ip, ReasonTravel,
+		fmt.Sprintf("%s login from %s, %.0f km from the previous login at %s %s earlier (%.0f km/h, limit %.0f km/h)",
+			via, to, km, p.Geo, elapsed, kmh, c.MaxTravelKmh),
+		map[string]string{
+			"from": p.Geo.String(), "to": to.String(),
+			"distance_km": strconv.FormatFloat(km, 'f', 0, 64),
+			"speed_kmh":   strconv.FormatFloat(kmh, 'f', 0, 64),
+			"elapsed":     elapsed.String(),
+			"network":     network.String(), "via": via,
+		})
+	return true
 }
