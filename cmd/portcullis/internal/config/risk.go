@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"reflect"
 	"strings"
 	"time"
@@ -106,6 +108,12 @@ func (b *builder) risk(s RiskSection) risk.Config {
 		rc.Webhooks = append(rc.Webhooks, b.webhook(i, w))
 	}
 
+	if g := s.GeoIP; g != nil {
+		rc.GeoIPDatabase = b.geoipDatabase(g.Database)
+		rc.MaxTravelKmh = riskNumber(b, "risk.geoip.max_speed_kmh", g.MaxSpeedKmh, "1000")
+		rc.MinTravelKm = riskNumber(b, "risk.geoip.min_distance_km", g.MinDistanceKm, "500")
+	}
+
 	b.riskErrors(rc.Validate(), s)
 	return rc
 }
@@ -130,6 +138,36 @@ func riskNumber[T int | int64 | float64](b *builder, path string, n *T, def stri
 		b.errAt(path, "must not be 0 (leave it out for the default, %s)", def)
 	}
 	return *n
+}
+
+// geoipDatabase resolves the GeoIP database path and, unless
+// FakeSecrets, opens it the way the server will: a file that is missing,
+// unreadable, not a MaxMind DB or not a City database is reported here
+// rather than at start-up.
+func (b *builder) geoipDatabase(file string) string {
+	const path = "risk.geoip.database"
+	if file == "" {
+		if !b.d.hasPath(path) {
+			b.errAt(path, "must name a MaxMind DB City file (leave the geoip section out to turn the check off)")
+		}
+		return ""
+	}
+	name := b.abs(file)
+	if b.opts.FakeSecrets {
+		return name
+	}
+	g, err := risk.OpenGeoIP(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		b.errAt(path, "file %s does not exist", name)
+	case errors.Is(err, fs.ErrPermission):
+		b.errAt(path, "file %s is not readable by this user", name)
+	case err != nil:
+		b.errAt(path, "%s", cause(err))
+	default:
+		g.Close()
+	}
+	return name
 }
 
 // webhook resolves one alert sink: its URL from url or url_file/url_env,

@@ -43,6 +43,11 @@ func WriteRisk(w io.Writer, c risk.Config) error {
 	line("canary.routes", "%s", listOrNone(c.CanaryRoutes))
 	line("canary.targets", "%s", listOrNone(c.CanaryTargets))
 	line("canary.logins", "%s", listOrNone(c.CanaryLogins))
+	if c.GeoIPDatabase == "" {
+		line("geoip", "off (no database: impossible travel is not checked)")
+	} else {
+		line("geoip", "%s: impossible travel above %g km/h over more than %g km", c.GeoIPDatabase, c.MaxTravelKmh, c.MinTravelKm)
+	}
 	line("alerts.dedup", "%s", dur(c.AlertDedup))
 	if len(c.Webhooks) == 0 {
 		line("alerts.webhooks", "none (alerts go to the audit trail only)")

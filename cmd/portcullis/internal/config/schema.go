@@ -292,6 +292,21 @@ type RiskSection struct {
 	FlushInterval    *Duration        `yaml:"flush_interval"`
 	Canary           CanarySection    `yaml:"canary"`
 	Alerts           AlertsSection    `yaml:"alerts"`
+	// GeoIP is optional: absent means no impossible-travel check.
+	GeoIP *GeoIPSection `yaml:"geoip"`
+}
+
+// GeoIPSection turns on the impossible-travel check: a login farther
+// than min_distance_km from the user's previous one, faster than
+// max_speed_kmh. database is a MaxMind DB City file (GeoLite2-City,
+// GeoIP2-City), relative to the config file's directory; `config check`
+// opens it (except with --no-secrets, which does not touch data files
+// either), and a reload reads it again when it changed, so a
+// geoipupdate followed by a reload needs no restart.
+type GeoIPSection struct {
+	Database      string   `yaml:"database,required"`
+	MaxSpeedKmh   *float64 `yaml:"max_speed_kmh"`   // default 1000
+	MinDistanceKm *float64 `yaml:"min_distance_km"` // default 500
 }
 
 // RiskUserSection holds the per-user threshold of each risk.Signal; each
