@@ -405,3 +405,52 @@ func (r *Report) chainKey(t *testing.T, dir string) ed25519.PublicKey {
 	}
 	return keys[0]
 }
+
+// Verifying a trail that is being written never reports a problem: heads
+// are read before trails, the head never runs ahead of the durable trail,
+// a line being written is only a note.
+func TestVerifyWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenFile(FileConfig{Dir: dir, Instance: "live", FlushInterval: time.Millisecond, CheckpointEvery: 25}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 4000 { // bounded: each Verify reads the whole trail
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.Emit(context.Background(), Event{Type: TypeAdmin, Reason: fmt.Sprint(i), Attrs: map[string]string{"pad": strings.Repeat("y", i%500)}})
+			if i%50 == 0 {
+				l.Sync(context.Background())
+			}
+		}
+	}()
+	finished := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	for i := 0; i < 30 && (i < 3 || !finished()); i++ {
+		rep, err := Verify(dir, nil, VerifyOptions{})
+		if err != nil || !rep.OK() {
+			close(stop)
+			<-done
+			t.Fatalf("verify %d of a live trail: %v\n%s", i, err, rep)
+		}
+	}
+	close(stop)
+	<-done
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustVerify(t, dir)
+}
