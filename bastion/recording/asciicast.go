@@ -38,10 +38,12 @@ type asciicastHeader struct {
 // joined so no character is mangled; bytes that are not UTF-8 become
 // U+FFFD (asciicast is JSON text).
 //
-// A truncated recording is exported up to its last whole frame and the
-// error wraps ErrTruncated, so callers can warn and still use the file.
-func ExportAsciicast(w io.Writer, r io.Reader, opts AsciicastOptions) error {
-	rd, err := NewReader(r)
+// An incomplete recording is exported up to its last whole chunk and
+// the error wraps ErrTruncated, so callers can warn and still use the
+// file. On tampering the export stops before the first chunk that fails
+// authentication (what came before is authentic) with ErrTampered.
+func ExportAsciicast(w io.Writer, r io.Reader, key *Key, opts AsciicastOptions) error {
+	rd, err := NewReader(r, key)
 	if err != nil {
 		return err
 	}
@@ -217,10 +219,12 @@ type PlayOptions struct {
 }
 
 // Play writes a recording's output to w with its original timing,
-// scaled by Speed. It stops when ctx ends. A truncated recording plays to
-// its end and returns an error wrapping ErrTruncated.
-func Play(ctx context.Context, w io.Writer, r io.Reader, opts PlayOptions) error {
-	rd, err := NewReader(r)
+// scaled by Speed. It stops when ctx ends. An incomplete recording plays
+// to the end of its last whole chunk and returns an error wrapping
+// ErrTruncated; a tampered one stops before the chunk that fails
+// authentication, with ErrTampered.
+func Play(ctx context.Context, w io.Writer, r io.Reader, key *Key, opts PlayOptions) error {
+	rd, err := NewReader(r, key)
 	if err != nil {
 		return err
 	}

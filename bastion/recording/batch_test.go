@@ -59,7 +59,7 @@ func TestBatchSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rd, err := NewReader(f)
+	rd, err := NewReader(f, testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}

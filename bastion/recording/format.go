@@ -1,22 +1,49 @@
 // Package recording stores what happens in a bastion connection: every
 // channel's output (and input when configured), terminal sizes, and
 // structured events (commands, exit codes, SFTP file operations, port
-// forwards), in a compact binary-safe framed file written while the
-// session runs.
+// forwards), in a compact, binary-safe, encrypted and hash-chained file
+// written while the session runs.
 //
-// File layout (all integers are unsigned LEB128 varints unless noted):
+// File layout (format 2; integers big-endian unless noted):
 //
-//	magic    "PCREC01\n" (8 bytes)
-//	header   varint length, then that many bytes of JSON Meta
-//	frames   varint time delta (µs since the previous frame, the first
+//	header   HeaderSize bytes, fixed size so key rotation can rewrite
+//	         the key slots in place while a live writer appends:
+//	           magic "PCRECX\r\n", uint16 version (2), uint16 flags (0),
+//	           4-byte nonce prefix, uint8 ID length, recording ID (the
+//	           session ID, zero-padded to 128 bytes),
+//	           two key slots: 8-byte key ID, 12-byte nonce, the 32-byte
+//	           data key sealed with AES-256-GCM under that key-encryption
+//	           key (KEK) with the fixed part above as additional data.
+//	           An unused slot is all zero. Rotation (Rekey) writes the
+//	           new wrap into the other slot first, then over the old one,
+//	           so a crash leaves one valid slot under the old or new key.
+//	chunks   uint8 type (1 meta, 2 data, 3 end), uint64 sequence number
+//	         (0, 1, 2 …), uint32 length, then that many bytes of AES-256-GCM
+//	         ciphertext under the data key, with nonce = nonce prefix ‖
+//	         sequence number and additional data = chain ‖ type ‖ sequence.
+//
+// The chain starts as SHA-256 of the header's fixed part (so of the
+// recording ID) and becomes SHA-256(chain ‖ chunk header ‖ ciphertext)
+// after each chunk; its final value is the recording's Digest. Binding
+// every chunk to all chunks before it and to the recording ID makes a
+// modified, reordered, deleted or spliced-in chunk fail authentication;
+// the end chunk makes a cut file visibly incomplete. The key slots are
+// outside the chain (rotation changes them) but authenticated themselves.
+//
+// Plaintext: chunk 0 holds the JSON Meta; data chunks hold whole frames,
+// the end chunk the last frames and the trailer frame:
+//
+//	frame    varint time delta (µs since the previous frame, the first
 //	         since Meta.Start), varint channel, 1 byte stream, varint
-//	         length, payload
-//	trailer  a frame on StreamTrailer with JSON Trailer; nothing follows
+//	         length, payload (varints unsigned LEB128)
+//	trailer  a frame on StreamTrailer with JSON Trailer, last in the end
+//	         chunk
 //
-// Payloads are stored as they are — no escaping — so a gigabyte of binary
-// output costs a gigabyte plus a few bytes per frame. A file without a
-// trailer (the process was killed) is still readable up to its last whole
-// frame; readers report it as truncated.
+// Payloads are stored as they are, so a gigabyte of binary output costs a
+// gigabyte plus a few bytes per frame and 29 bytes per chunk (one chunk
+// per writer batch). A file without an end chunk (the process was killed)
+// is still readable up to its last whole chunk; readers report it as
+// incomplete (ErrTruncated), distinct from tampering (ErrTampered).
 package recording
 
 import (
@@ -26,15 +53,22 @@ import (
 )
 
 // Magic starts every recording.
-const Magic = "PCREC01\n"
+const Magic = "PCRECX\r\n"
 
-// FormatVersion is Meta.Version for files written by this package.
-const FormatVersion = 1
+// legacyMagic started the unencrypted format 1, which is no longer read.
+const legacyMagic = "PCREC01\n"
+
+// FormatVersion is the header's version and Meta.Version for files
+// written by this package.
+const FormatVersion = 2
 
 // Limits a reader enforces (a writer never exceeds them).
 const (
-	MaxHeader = 64 << 10
+	MaxHeader = 64 << 10 // JSON Meta
 	MaxFrame  = 1 << 20
+	// MaxChunk bounds a chunk's plaintext; the writer caps its batch size
+	// so that a batch (plus one oversized frame) stays below it.
+	MaxChunk = 8 << 20
 )
 
 // FileExt is the extension of recording files.
@@ -155,12 +189,23 @@ type Frame struct {
 	Data    []byte // valid until the next call to Next
 }
 
-// Errors.
+// Errors. Each failure wraps exactly one of them, so callers (play,
+// export, audit verify) can tell a crash from an attack.
 var (
-	// ErrTruncated means the recording ends without a trailer (the
-	// writer was killed) or inside a frame; what came before is intact.
-	ErrTruncated = errors.New("recording: truncated (no trailer)")
-	// ErrCorrupt means the bytes are not a recording.
+	// ErrTruncated means the recording is incomplete: it ends without
+	// its end chunk (the writer was killed, or the file was cut). What
+	// came before is authentic and was returned.
+	ErrTruncated = errors.New("recording: incomplete")
+	// ErrTampered means the recording was modified: a chunk or key slot
+	// fails authentication, chunks are missing, reordered or from another
+	// recording, or data follows the end chunk.
+	ErrTampered = errors.New("recording: tampered")
+	// ErrWrongKey means the recording's data key is not wrapped under the
+	// given key (see KeyMismatchError).
+	ErrWrongKey = errors.New("recording: wrong key")
+	// ErrCorrupt means the bytes are not a recording this version reads
+	// (bad magic, unsupported version) or an authentic chunk holds
+	// malformed frames.
 	ErrCorrupt = errors.New("recording: corrupt")
 )
 

@@ -11,47 +11,84 @@ import (
 )
 
 // Reader decodes a recording frame by frame. It never trusts the input:
-// lengths are bounded, a damaged frame is ErrCorrupt, and a file that ends
-// before its trailer is ErrTruncated (everything before it was returned).
+// every chunk is authenticated before any of its frames is returned,
+// lengths are bounded, and each failure wraps one of ErrTampered,
+// ErrTruncated (incomplete: no end chunk; everything before was
+// returned), ErrWrongKey or ErrCorrupt.
 type Reader struct {
 	Meta Meta
 
-	r       *bufio.Reader
+	cr      chunkReader
+	keyID   KeyID
+	slot    int
+	pt      []byte // the current chunk's unread frames
+	final   bool   // pt belongs to the end chunk
 	offset  time.Duration
-	buf     []byte
 	trailer *Trailer
 	err     error
 }
 
-// NewReader reads the magic and header from r.
-func NewReader(r io.Reader) (*Reader, error) {
+// NewReader reads the header with the data key wrapped under key and
+// the metadata chunk from r.
+func NewReader(r io.Reader, key *Key) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	magic := make([]byte, len(Magic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != Magic {
-		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
+	h, err := readHeader(br)
+	if err != nil {
+		return nil, err
 	}
-	n, err := readUvarint(br)
-	if err != nil || n == 0 || n > MaxHeader {
-		return nil, fmt.Errorf("%w: bad header length", ErrCorrupt)
+	dek, slot, err := h.openSlots(key)
+	if err != nil {
+		return nil, err
 	}
-	hdr := make([]byte, n)
-	if _, err := io.ReadFull(br, hdr); err != nil {
-		return nil, fmt.Errorf("%w: short header", ErrCorrupt)
+	c, err := newChain(h, dek)
+	clear(dek)
+	if err != nil {
+		return nil, err
 	}
-	rd := &Reader{r: br}
-	if err := json.Unmarshal(hdr, &rd.Meta); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+	if h.flags() != 0 {
+		return nil, fmt.Errorf("%w: unsupported header flags %#x", ErrCorrupt, h.flags())
+	}
+	rd := &Reader{cr: chunkReader{r: br, c: c}, keyID: key.id, slot: slot}
+	_, meta, err := rd.cr.next()
+	if err != nil {
+		return nil, err
+	}
+	if len(meta) > MaxHeader {
+		return nil, fmt.Errorf("%w: metadata too large", ErrCorrupt)
+	}
+	if err := json.Unmarshal(meta, &rd.Meta); err != nil {
+		return nil, fmt.Errorf("%w: metadata: %v", ErrCorrupt, err)
 	}
 	if rd.Meta.Version != FormatVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d", ErrCorrupt, rd.Meta.Version)
+		return nil, fmt.Errorf("%w: unsupported metadata version %d", ErrCorrupt, rd.Meta.Version)
+	}
+	if rd.Meta.SessionID != h.id {
+		// Authenticated, so a writer bug rather than tampering.
+		return nil, fmt.Errorf("%w: metadata names session %q, the header %q", ErrCorrupt, rd.Meta.SessionID, h.id)
 	}
 	return rd, nil
 }
 
+// KeyID is the key-encryption key that opened the recording.
+func (rd *Reader) KeyID() KeyID { return rd.keyID }
+
+// Chunks is the number of whole chunks read so far, the metadata chunk
+// included.
+func (rd *Reader) Chunks() int { return rd.cr.chunks }
+
+// Digest is the recording's chain value (Writer.Digest) once Next has
+// returned io.EOF.
+func (rd *Reader) Digest() ([32]byte, bool) {
+	if rd.trailer == nil {
+		return [32]byte{}, false
+	}
+	return rd.cr.c.sum, true
+}
+
 // Next returns the next frame other than the trailer. At the end it
-// returns io.EOF when the trailer was seen, ErrTruncated when the file
-// ends without one, or ErrCorrupt. Frame.Data is only valid until the next
-// call.
+// returns io.EOF after the end chunk, or an error wrapping ErrTruncated
+// (the file ends without an end chunk), ErrTampered or ErrCorrupt.
+// Frame.Data is only valid until the next call.
 func (rd *Reader) Next() (Frame, error) {
 	if rd.err != nil {
 		return Frame{}, rd.err
@@ -64,90 +101,78 @@ func (rd *Reader) Next() (Frame, error) {
 }
 
 func (rd *Reader) next() (Frame, error) {
-	if rd.trailer != nil {
-		return Frame{}, io.EOF
+	for len(rd.pt) == 0 {
+		if rd.trailer != nil {
+			// Anything after the end chunk is tampering.
+			if _, _, err := rd.cr.next(); err != io.EOF {
+				return Frame{}, err
+			}
+			return Frame{}, io.EOF
+		}
+		if rd.final {
+			return Frame{}, fmt.Errorf("%w: the end chunk has no trailer", ErrCorrupt)
+		}
+		typ, pt, err := rd.cr.next()
+		if err != nil {
+			return Frame{}, err
+		}
+		rd.pt, rd.final = pt, typ == chunkEnd
 	}
-	delta, err := readUvarint(rd.r)
-	if err == io.EOF {
-		return Frame{}, ErrTruncated
-	}
+	delta, ch, s, data, n, err := parseFrame(rd.pt)
 	if err != nil {
-		return Frame{}, rd.short(err)
+		return Frame{}, fmt.Errorf("%w (chunk %d)", err, rd.cr.chunks-1)
 	}
-	ch, err := readUvarint(rd.r)
-	if err != nil {
-		return Frame{}, rd.short(err)
-	}
-	sb, err := rd.r.ReadByte()
-	if err != nil {
-		return Frame{}, rd.short(err)
-	}
-	n, err := readUvarint(rd.r)
-	if err != nil {
-		return Frame{}, rd.short(err)
-	}
-	s := Stream(sb)
-	switch {
-	case ch > 1<<32-1, n > MaxFrame, delta > uint64(1<<62)/uint64(time.Microsecond):
-		return Frame{}, fmt.Errorf("%w: frame out of bounds", ErrCorrupt)
-	case s < StreamStdout || s > StreamTrailer:
-		return Frame{}, fmt.Errorf("%w: unknown stream %d", ErrCorrupt, sb)
-	}
-	if cap(rd.buf) < int(n) {
-		rd.buf = make([]byte, n)
-	}
-	data := rd.buf[:n]
-	if _, err := io.ReadFull(rd.r, data); err != nil {
-		return Frame{}, rd.short(err)
-	}
+	rd.pt = rd.pt[n:]
 	rd.offset += time.Duration(delta) * time.Microsecond
 	if rd.offset < 0 {
 		return Frame{}, fmt.Errorf("%w: time overflow", ErrCorrupt)
 	}
-	f := Frame{Offset: rd.offset, Channel: uint32(ch), Stream: s, Data: data}
 	if s == StreamTrailer {
+		if !rd.final || len(rd.pt) != 0 {
+			return Frame{}, fmt.Errorf("%w: a trailer that is not last in the end chunk", ErrCorrupt)
+		}
 		var t Trailer
 		if err := json.Unmarshal(data, &t); err != nil {
 			return Frame{}, fmt.Errorf("%w: trailer: %v", ErrCorrupt, err)
 		}
 		rd.trailer = &t
-		if _, err := rd.r.ReadByte(); err != io.EOF {
-			return Frame{}, fmt.Errorf("%w: data after the trailer", ErrCorrupt)
-		}
-		return Frame{}, io.EOF
+		return rd.next()
 	}
-	return f, nil
+	return Frame{Offset: rd.offset, Channel: ch, Stream: s, Data: data}, nil
 }
 
-// short maps a read error inside a frame: the writer was cut off mid-frame.
-func (rd *Reader) short(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return ErrTruncated
+// parseFrame decodes the frame at the start of p (authentic plaintext,
+// still bounded: a writer bug must not become a panic).
+func parseFrame(p []byte) (delta uint64, ch uint32, s Stream, data []byte, n int, err error) {
+	bad := func(what string) (uint64, uint32, Stream, []byte, int, error) {
+		return 0, 0, 0, nil, 0, fmt.Errorf("%w: %s", ErrCorrupt, what)
 	}
-	return err
-}
-
-// readUvarint is binary.ReadUvarint with overflow reported as ErrCorrupt
-// and EOF after the first byte as io.ErrUnexpectedEOF.
-func readUvarint(r io.ByteReader) (uint64, error) {
-	var x uint64
-	for i := 0; i < binary.MaxVarintLen64; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			if i > 0 && err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, err
-		}
-		if i == binary.MaxVarintLen64-1 && b > 1 {
-			break
-		}
-		x |= uint64(b&0x7f) << (7 * i)
-		if b < 0x80 {
-			return x, nil
-		}
+	delta, i := binary.Uvarint(p)
+	if i <= 0 {
+		return bad("bad frame header")
 	}
-	return 0, fmt.Errorf("%w: bad varint", ErrCorrupt)
+	c, j := binary.Uvarint(p[i:])
+	if j <= 0 || i+j >= len(p) {
+		return bad("bad frame header")
+	}
+	i += j
+	sb := p[i]
+	i++
+	size, j := binary.Uvarint(p[i:])
+	if j <= 0 {
+		return bad("bad frame header")
+	}
+	i += j
+	s = Stream(sb)
+	switch {
+	case c > 1<<32-1, size > MaxFrame, delta > uint64(1<<62)/uint64(time.Microsecond):
+		return bad("frame out of bounds")
+	case s < StreamStdout || s > StreamTrailer:
+		return bad(fmt.Sprintf("unknown stream %d", sb))
+	case size > uint64(len(p)-i):
+		return bad("frame longer than its chunk")
+	}
+	return delta, uint32(c), s, p[i : i+int(size)], i + int(size), nil
 }
 
 // Trailer returns the trailer once Next has returned io.EOF.
@@ -175,8 +200,14 @@ func DecodeEvent(p []byte) (Event, error) {
 type Summary struct {
 	Meta      Meta
 	Trailer   *Trailer // nil when truncated
-	Truncated bool
-	Events    []ChannelEvent
+	Truncated bool     // incomplete: no end chunk (Err says more)
+	// Err is the ErrTruncated error when Truncated ("ended without a
+	// final chunk after N chunks").
+	Err    error
+	KeyID  KeyID
+	Chunks int
+	Digest [32]byte // zero when truncated
+	Events []ChannelEvent
 	// Bytes counts payload bytes per stream.
 	Bytes map[Stream]int64
 }
@@ -188,23 +219,26 @@ type ChannelEvent struct {
 	Event
 }
 
-// Summarize reads a whole recording. A truncated recording is summarised
-// up to its last whole frame with Truncated set and no error.
-func Summarize(r io.Reader) (*Summary, error) {
-	rd, err := NewReader(r)
+// Summarize reads and authenticates a whole recording. An incomplete
+// recording is summarised up to its last whole chunk with Truncated set
+// and no error; tampering is an error.
+func Summarize(r io.Reader, key *Key) (*Summary, error) {
+	rd, err := NewReader(r, key)
 	if err != nil {
 		return nil, err
 	}
-	s := &Summary{Meta: rd.Meta, Bytes: map[Stream]int64{}}
+	s := &Summary{Meta: rd.Meta, KeyID: rd.KeyID(), Bytes: map[Stream]int64{}}
 	for {
 		f, err := rd.Next()
+		s.Chunks = rd.Chunks()
 		switch {
 		case err == io.EOF:
 			t, _ := rd.Trailer()
 			s.Trailer = &t
+			s.Digest, _ = rd.Digest()
 			return s, nil
 		case errors.Is(err, ErrTruncated):
-			s.Truncated = true
+			s.Truncated, s.Err = true, err
 			return s, nil
 		case err != nil:
 			return s, err

@@ -1,6 +1,7 @@
 package recording
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,9 @@ const (
 	// producers block (backpressure: the relay slows down, nothing is
 	// dropped).
 	DefaultQueue = 4
+	// maxBufferSize caps BufferSize so that a batch plus one oversized
+	// frame always fits a chunk (MaxChunk).
+	maxBufferSize = 4 << 20
 )
 
 // File is what a recording is written to (an *os.File by default).
@@ -43,6 +47,11 @@ type File interface {
 
 // Options are a Writer's injected dependencies and tuning.
 type Options struct {
+	// Key is the key-encryption key that wraps each recording's random
+	// data key (required by Create).
+	Key *Key
+	// Rand supplies data keys and nonces; default crypto/rand.Reader.
+	Rand          io.Reader
 	Now           func() time.Time // frame timestamps; default time.Now
 	FlushInterval time.Duration    // default DefaultFlushInterval (values above it are capped)
 	BufferSize    int              // default DefaultBufferSize
@@ -64,6 +73,10 @@ func (o Options) withDefaults() Options {
 	if o.BufferSize <= 0 {
 		o.BufferSize = DefaultBufferSize
 	}
+	o.BufferSize = min(o.BufferSize, maxBufferSize)
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
 	if o.Queue <= 0 {
 		o.Queue = DefaultQueue
 	}
@@ -82,8 +95,10 @@ func openExclusive(path string) (File, error) {
 
 // Writer appends frames to a recording while the session runs. Producers
 // (the relay goroutines) copy each frame into an in-memory batch under mu
-// and return; a drain goroutine writes full batches, and any partial
-// batch at most FlushInterval after its first frame. The drain goroutine
+// and return; a drain goroutine encrypts (in place: each batch reserves
+// room for the chunk header and tag) and writes full batches, one chunk
+// each, and any partial batch at most FlushInterval after its first
+// frame. The drain goroutine
 // runs only while batches are queued (an idle session has none). When the
 // queue of full batches is full, producers block: backpressure, never
 // loss.
@@ -107,7 +122,9 @@ type Writer struct {
 	flowing bool // the last batch was queued full: the next one is full-size
 	watches map[*Watch]struct{}
 
-	q        chan []byte // batches for the drain goroutine
+	q        chan batch  // batches for the drain goroutine, in order
+	chain    *chain      // used by Create, then only by the drain goroutine
+	digest   [32]byte    // the chain's final value, set when Close is done
 	draining atomic.Bool // a drain goroutine is running (or about to)
 	drains   sync.WaitGroup
 	done     chan struct{} // Close finished writing
@@ -117,26 +134,38 @@ type Writer struct {
 	err   error
 }
 
+// batch is a queued chunk: its reserved header bytes, plaintext frames,
+// and the chunk type (data, or end for the one Close queues).
+type batch struct {
+	b   []byte
+	typ byte
+}
+
 // batchPool and smallPool recycle batches across all writers: an idle
 // session holds no batch at all, and a quiet one at most a small batch.
 var batchPool, smallPool sync.Pool
 
+// smallCap is the capacity of a small batch: the chunk header, the
+// frames, and the tag, so sealing never copies.
+const smallCap = chunkHeaderSize + smallBatch + maxFrameHeader + tagSize
+
+// getBatch returns an empty batch: chunkHeaderSize reserved bytes.
 func (w *Writer) getBatch() []byte {
 	if !w.flowing && w.opts.BufferSize > smallBatch {
 		if b, ok := smallPool.Get().(*[]byte); ok {
-			return (*b)[:0]
+			return (*b)[:chunkHeaderSize]
 		}
-		return make([]byte, 0, smallBatch+maxFrameHeader)
+		return make([]byte, chunkHeaderSize, smallCap)
 	}
-	if b, ok := batchPool.Get().(*[]byte); ok && cap(*b) >= w.opts.BufferSize {
-		return (*b)[:0]
+	if b, ok := batchPool.Get().(*[]byte); ok && cap(*b) >= w.opts.BufferSize+chunkOverhead {
+		return (*b)[:chunkHeaderSize]
 	}
-	return make([]byte, 0, w.opts.BufferSize+maxFrameHeader)
+	return make([]byte, chunkHeaderSize, chunkHeaderSize+w.opts.BufferSize+maxFrameHeader+tagSize)
 }
 
 func putBatch(b []byte) {
 	b = b[:0]
-	if cap(b) == smallBatch+maxFrameHeader {
+	if cap(b) == smallCap {
 		smallPool.Put(&b)
 		return
 	}
@@ -144,13 +173,17 @@ func putBatch(b []byte) {
 }
 
 // Create creates dir (0700) if needed and the recording file
-// dir/<meta.SessionID>.pcrec, and writes the magic and header
-// synchronously (so a session never starts on a recording that cannot be
-// written at all).
+// dir/<meta.SessionID>.pcrec with a new random data key wrapped under
+// opts.Key, and writes the header and the metadata chunk synchronously
+// (so a session never starts on a recording that cannot be written at
+// all).
 func Create(dir string, meta Meta, opts Options) (*Writer, error) {
 	opts = opts.withDefaults()
 	if !validID(meta.SessionID) {
 		return nil, errors.New("recording: invalid session ID")
+	}
+	if opts.Key == nil {
+		return nil, errors.New("recording: no key (recordings are encrypted)")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
@@ -166,13 +199,16 @@ func Create(dir string, meta Meta, opts Options) (*Writer, error) {
 	if len(hdr) > MaxHeader {
 		return nil, errors.New("recording: header too large")
 	}
+	head, c, err := newRecording(meta.SessionID, hdr, opts.Key, opts.Rand)
+	if err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, meta.SessionID+FileExt)
 	f, err := opts.OpenFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	head := append([]byte(Magic), binary.AppendUvarint(nil, uint64(len(hdr)))...)
-	if _, err := f.Write(append(head, hdr...)); err != nil {
+	if _, err := f.Write(head); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording: writing header: %w", err)
 	}
@@ -180,13 +216,38 @@ func Create(dir string, meta Meta, opts Options) (*Writer, error) {
 		opts:   opts,
 		path:   path,
 		f:      f,
+		chain:  c,
 		start:  meta.Start,
 		last:   meta.Start,
-		q:      make(chan []byte, opts.Queue),
+		q:      make(chan batch, opts.Queue),
 		done:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
 	return w, nil
+}
+
+// newRecording makes a data key and the file's first bytes: the header
+// with the data key wrapped under kek in slot 0, and the metadata chunk.
+func newRecording(id string, meta []byte, kek *Key, rnd io.Reader) ([]byte, *chain, error) {
+	var secret [KeySize + 4]byte
+	if _, err := io.ReadFull(rnd, secret[:]); err != nil {
+		return nil, nil, fmt.Errorf("recording: random: %w", err)
+	}
+	dek, prefix := secret[:KeySize], [4]byte(secret[KeySize:])
+	h := newHeader(id, prefix)
+	slot, err := wrapSlot(h.fixed(), kek, dek, rnd)
+	if err != nil {
+		return nil, nil, err
+	}
+	copy(h.raw[slotOffset(0):], slot)
+	c, err := newChain(h, dek)
+	clear(secret[:]) // the AEAD keeps its own copy
+	if err != nil {
+		return nil, nil, err
+	}
+	rec := make([]byte, chunkHeaderSize, chunkHeaderSize+len(meta)+tagSize)
+	rec = c.seal(append(rec, meta...), chunkMeta)
+	return append(h.raw[:], rec...), c, nil
 }
 
 // Probe checks that dir accepts a recording right now: it creates,
@@ -226,6 +287,19 @@ func validID(id string) bool {
 // Path is the recording file's path.
 func (w *Writer) Path() string { return w.path }
 
+// Digest is the recording's chain value (see the package comment) once
+// Close has returned nil; ok is false before. It commits to every chunk,
+// so a copy kept elsewhere (an audit event) detects any change to the
+// file, including a cut at a chunk boundary, without the key.
+func (w *Writer) Digest() (d [32]byte, ok bool) {
+	select {
+	case <-w.done:
+		return w.digest, w.Err() == nil
+	default:
+		return d, false
+	}
+}
+
 // Failed is closed when a write fails; Err tells why.
 func (w *Writer) Failed() <-chan struct{} { return w.failed }
 
@@ -247,6 +321,10 @@ func (w *Writer) fail(err error) {
 }
 
 var errClosed = errors.New("recording: closed")
+
+// maxTrailerDetail bounds Trailer.Detail (a kill reason typed by an
+// admin) so the end chunk stays small.
+const maxTrailerDetail = 4 << 10
 
 // Data records p as output or input of channel ch. It returns the sticky
 // write error, if any; the caller must not deliver p when it fails
@@ -289,13 +367,21 @@ func (w *Writer) frame(ch uint32, s Stream, p []byte) error {
 	return w.appendLocked(ch, s, p)
 }
 
-// appendLocked adds one frame to the batch; w.mu is held.
-func (w *Writer) appendLocked(ch uint32, s Stream, p []byte) error {
+// appendFrameLocked appends one frame to the batch, which exists; w.mu
+// is held.
+func (w *Writer) appendFrameLocked(ch uint32, s Stream, p []byte) {
 	now := w.opts.Now()
 	delta := now.Sub(w.last)
 	if delta > 0 {
 		w.last = now
 	}
+	w.buf = appendFrameHeader(w.buf, delta, ch, s, len(p))
+	w.buf = append(w.buf, p...)
+}
+
+// appendLocked adds one frame to the batch, queueing batches as they
+// fill; w.mu is held.
+func (w *Writer) appendLocked(ch uint32, s Stream, p []byte) error {
 	if w.buf == nil {
 		if len(p) > smallBatch {
 			w.flowing = true
@@ -305,17 +391,16 @@ func (w *Writer) appendLocked(ch uint32, s Stream, p []byte) error {
 		// A small batch overflows: data is flowing. Queue it (in order)
 		// and continue in a full-size batch.
 		w.flowing = true
-		if err := w.queueLocked(); err != nil {
+		if err := w.queueLocked(chunkData); err != nil {
 			return err
 		}
 		w.buf = w.getBatch()
 	}
-	w.buf = appendFrameHeader(w.buf, delta, ch, s, len(p))
-	w.buf = append(w.buf, p...)
+	w.appendFrameLocked(ch, s, p)
 	w.notifyWatchesLocked(ch, s, p)
 	if len(w.buf) >= w.opts.BufferSize {
 		w.flowing = true
-		return w.queueLocked()
+		return w.queueLocked(chunkData)
 	}
 	if !w.armed {
 		w.armed = true
@@ -328,11 +413,11 @@ func (w *Writer) appendLocked(ch uint32, s Stream, p []byte) error {
 // one if none runs; w.mu is held, which keeps batches in order. It blocks
 // while the queue is full: the relay waits for the disk. The drain
 // goroutine never takes w.mu, so this cannot deadlock.
-func (w *Writer) queueLocked() error {
+func (w *Writer) queueLocked(typ byte) error {
 	b := w.buf
 	w.buf = nil
 	select {
-	case w.q <- b:
+	case w.q <- batch{b, typ}:
 	case <-w.failed:
 		putBatch(b)
 		return w.Err()
@@ -356,23 +441,27 @@ func (w *Writer) flushTimer() {
 	w.armed = false
 	if w.buf != nil && !w.closed {
 		w.flowing = false
-		w.queueLocked()
+		w.queueLocked(chunkData)
 	}
 }
 
-// drain writes queued batches until the queue is empty, then exits (an
-// idle session has no writer goroutine).
+// drain seals and writes queued batches until the queue is empty, then
+// exits (an idle session has no writer goroutine). Only one drain
+// goroutine runs at a time (draining), which keeps the chain in order.
 func (w *Writer) drain() {
 	defer w.drains.Done()
 	for {
 		select {
-		case b := <-w.q:
+		case bt := <-w.q:
 			if w.Err() == nil {
-				if _, err := w.f.Write(b); err != nil {
+				// After a failure the chain stops: nothing more reaches
+				// the file, which ends incomplete.
+				bt.b = w.chain.seal(bt.b, bt.typ)
+				if _, err := w.f.Write(bt.b); err != nil {
 					w.fail(err)
 				}
 			}
-			putBatch(b)
+			putBatch(bt.b)
 			continue
 		default:
 		}
@@ -386,9 +475,9 @@ func (w *Writer) drain() {
 	}
 }
 
-// Close writes the trailer and everything pending, syncs and closes the
-// file. It returns the write error that lost data, if any. Calling it
-// again returns the same result.
+// Close writes everything pending and the trailer as the end chunk,
+// syncs and closes the file. It returns the write error that lost data,
+// if any. Calling it again returns the same result.
 func (w *Writer) Close(t Trailer) error {
 	w.mu.Lock()
 	if w.closed {
@@ -404,16 +493,27 @@ func (w *Writer) Close(t Trailer) error {
 	if t.End.IsZero() {
 		t.End = w.opts.Now()
 	}
-	p, err := json.Marshal(t)
-	if err == nil {
-		err = w.appendLocked(0, StreamTrailer, p)
+	if len(t.Detail) > maxTrailerDetail {
+		t.Detail = strings.ToValidUTF8(t.Detail[:maxTrailerDetail], "") + "…"
 	}
-	if w.buf != nil && w.Err() == nil {
-		w.queueLocked()
+	p, err := json.Marshal(t)
+	if err == nil && w.Err() == nil {
+		// The trailer goes last into the end chunk, whatever the batch
+		// size: the end chunk always holds it.
+		if w.buf == nil {
+			w.buf = w.getBatch()
+		}
+		w.appendFrameLocked(0, StreamTrailer, p)
+		w.queueLocked(chunkEnd)
+	}
+	if w.buf != nil {
+		putBatch(w.buf)
+		w.buf = nil
 	}
 	w.mu.Unlock()
 	// closed is set: nothing queues (or starts a drain) any more.
 	w.drains.Wait()
+	w.digest = w.chain.sum
 	if err != nil {
 		w.fail(err)
 	}

@@ -34,9 +34,24 @@ func testMeta(id string) Meta {
 	return Meta{SessionID: id, UserID: "alice", SourceIP: "127.0.0.1", Target: "db-1", Login: "root", Start: testStart}
 }
 
+// testKEK is the key-encryption key of the tests' recordings.
+var testKEK = mustKey(1)
+
+// mustKey is a key made of one repeated byte (tests only).
+func mustKey(b byte) *Key {
+	k, err := NewKey(bytes.Repeat([]byte{b}, KeySize))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
 func newTestWriter(t testing.TB, opts Options) (*Writer, string) {
 	t.Helper()
 	dir := t.TempDir()
+	if opts.Key == nil {
+		opts.Key = testKEK
+	}
 	if opts.Now == nil {
 		opts.Now = (&fakeClock{t: testStart, step: 250 * time.Millisecond}).Now
 	}
@@ -94,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rd, err := NewReader(f)
+	rd, err := NewReader(f, testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +156,9 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("trailer %+v", tr)
 	}
 	// The 256 binary bytes cost 256 bytes plus a small header: no escaping.
+	// (The fixed header, the metadata and a chunk per batch come on top.)
 	st, _ := os.Stat(path)
-	if overhead := st.Size() - int64(6+256+5+len(big)); overhead > 400 {
+	if overhead := st.Size() - int64(6+256+5+len(big)); overhead > int64(HeaderSize+400+10*chunkOverhead) {
 		t.Fatalf("overhead %d bytes", overhead)
 	}
 }
@@ -158,7 +174,7 @@ func TestTruncated(t *testing.T) {
 	// Wait for the periodic flush (no Close: the process "died").
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if s, err := Summarize(mustOpen(t, path)); err == nil && s.Bytes[StreamStdout] == 16 {
+		if s, err := Summarize(mustOpen(t, path), testKEK); err == nil && s.Bytes[StreamStdout] == 16 {
 			if !s.Truncated || s.Trailer != nil {
 				t.Fatalf("not marked truncated: %+v", s)
 			}
@@ -174,17 +190,18 @@ func TestTruncated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hlen, n := binary.Uvarint(full[len(Magic):])
-	headerEnd := len(Magic) + n + int(hlen)
+	metaEnd := HeaderSize + chunkHeaderSize + int(binary.BigEndian.Uint32(full[HeaderSize+9:]))
 	for cut := 0; cut < len(full); cut++ {
-		s, err := Summarize(bytes.NewReader(full[:cut]))
+		s, err := Summarize(bytes.NewReader(full[:cut]), testKEK)
 		switch {
 		case err != nil:
-			if !errors.Is(err, ErrCorrupt) || cut >= headerEnd {
+			// Before the metadata chunk is whole there is nothing to
+			// summarise: corrupt (not even the magic) or incomplete.
+			if !(errors.Is(err, ErrCorrupt) && cut < len(Magic) || errors.Is(err, ErrTruncated)) || cut >= metaEnd {
 				t.Fatalf("cut %d: %v", cut, err)
 			}
-		case !s.Truncated:
-			t.Fatalf("cut %d not truncated", cut)
+		case !s.Truncated || !errors.Is(s.Err, ErrTruncated):
+			t.Fatalf("cut %d not incomplete", cut)
 		case s.Bytes[StreamStdout] != 0 && s.Bytes[StreamStdout] != 16:
 			t.Fatalf("cut %d: partial frame returned", cut)
 		}
@@ -275,7 +292,7 @@ func TestCreateRefuses(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if w, err := Create(t.TempDir(), testMeta(tc.id), Options{OpenFile: tc.open}); err == nil {
+			if w, err := Create(t.TempDir(), testMeta(tc.id), Options{Key: testKEK, OpenFile: tc.open}); err == nil {
 				w.Close(Trailer{})
 				t.Fatal("created")
 			}
@@ -284,7 +301,7 @@ func TestCreateRefuses(t *testing.T) {
 	t.Run("existing file is not overwritten", func(t *testing.T) {
 		dir := t.TempDir()
 		writeTestFile(t, filepath.Join(dir, "dup"+FileExt), "precious")
-		if _, err := Create(dir, testMeta("dup"), Options{}); err == nil {
+		if _, err := Create(dir, testMeta("dup"), Options{Key: testKEK}); err == nil {
 			t.Fatal("overwrote")
 		}
 	})
@@ -352,7 +369,7 @@ func TestBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	ff.mu.Lock()
-	s, err := Summarize(bytes.NewReader(ff.buf.Bytes()))
+	s, err := Summarize(bytes.NewReader(ff.buf.Bytes()), testKEK)
 	ff.mu.Unlock()
 	if err != nil || s.Bytes[StreamStdout] != n*50 {
 		t.Fatalf("%v, %d bytes", err, s.Bytes[StreamStdout])

@@ -1,0 +1,5 @@
+package recording
+
+import "testing"
+
+func benchOptions(testing.TB) Options { return Options{Key: testKEK} }
