@@ -213,6 +213,9 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 	if b.recOpts.Now == nil {
 		b.recOpts.Now = b.now
 	}
+	if b.recOpts.Key == nil {
+		b.recOpts.Key = cfg.RecordingKey
+	}
 	if b.recOpts.Logger == nil {
 		b.recOpts.Logger = b.log
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/bastion/recording"
 )
 
 // Defaults applied to zero Config fields.
@@ -69,6 +70,9 @@ type Config struct {
 	UpstreamDialTimeout time.Duration
 	// RecordingDir receives one recording per connection (required).
 	RecordingDir string
+	// RecordingKey is the key-encryption key that wraps each recording's
+	// data key (required: recordings are encrypted at rest).
+	RecordingKey *recording.Key
 	// RecordInput records what users type. Off by default: input carries
 	// passwords typed at prompts.
 	RecordInput bool
@@ -202,6 +206,9 @@ func (c Config) Validate() error {
 	}
 	if c.RecordingDir == "" {
 		bad("recording_dir", "required: every session is recorded")
+	}
+	if c.RecordingKey == nil {
+		bad("recording_key", "required: recordings are encrypted (a 32-byte key file, e.g. openssl rand -hex 32)")
 	}
 	// Keyboard-interactive approval settings (approval.go).
 	errs = append(errs, validateApproval(c)...)

@@ -25,6 +25,7 @@ func validConfig(t *testing.T) Config {
 		UpstreamCA:   up,
 		Targets:      []Target{{Name: "db-1", Addr: "10.0.0.5:22", HostKey: string(ssh.MarshalAuthorizedKey(tk.PublicKey()))}},
 		RecordingDir: "/var/lib/portcullis/recordings",
+		RecordingKey: testRecordingKey,
 	}
 }
 
@@ -65,6 +66,7 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"handshake_timeout", "idle_timeout"}},
 		{"negative counts", func(c *Config) { c.MaxAuthTries, c.KeepaliveMax = -1, -1 }, []string{"keepalive_max", "max_auth_tries"}},
 		{"no recording dir", func(c *Config) { c.RecordingDir = "" }, []string{"recording_dir"}},
+		{"no recording key", func(c *Config) { c.RecordingKey = nil }, []string{"recording_key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)

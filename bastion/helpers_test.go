@@ -30,6 +30,15 @@ import (
 	"github.com/portcullis/portcullis/bastion/recording"
 )
 
+// testRecordingKey encrypts the tests' recordings.
+var testRecordingKey = func() *recording.Key {
+	k, err := recording.NewKey([]byte("bastion-test-recording-key-32-b!"))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // testClock is the bastion's injected clock: real time plus an offset the
 // test moves forward (expiry is tested by moving the clock, never by
 // sleeping).
@@ -420,6 +429,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		UserCAKeys:   []ssh.PublicKey{e.caSigner.PublicKey()},
 		UpstreamCA:   e.upCA,
 		RecordingDir: e.recDir,
+		RecordingKey: testRecordingKey,
 		Instance:     "test-1",
 		IdleTimeout:  time.Hour,
 	}
@@ -677,7 +687,7 @@ func (e *env) summary(sessionID string) *recording.Summary {
 		e.t.Fatal(err)
 	}
 	defer f.Close()
-	s, err := recording.Summarize(f)
+	s, err := recording.Summarize(f, testRecordingKey)
 	if err != nil {
 		e.t.Fatal(err)
 	}

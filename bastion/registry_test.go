@@ -70,7 +70,7 @@ func TestRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := recording.ExportAsciicast(&cast, f, recording.AsciicastOptions{}); err != nil {
+	if err := recording.ExportAsciicast(&cast, f, testRecordingKey, recording.AsciicastOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(cast.String(), `"o","watched-line\n"`) {
@@ -78,7 +78,7 @@ func TestRegistry(t *testing.T) {
 	}
 	var played bytes.Buffer
 	f.Seek(0, io.SeekStart)
-	if err := recording.Play(context.Background(), &played, f, recording.PlayOptions{Speed: 1000, MaxIdle: time.Millisecond}); err != nil {
+	if err := recording.Play(context.Background(), &played, f, testRecordingKey, recording.PlayOptions{Speed: 1000, MaxIdle: time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(played.String(), "watched-line") {

@@ -117,7 +117,7 @@ func (e *env) recordedOutput(sessionID string) string {
 		e.t.Fatal(err)
 	}
 	defer f.Close()
-	rd, err := recording.NewReader(f)
+	rd, err := recording.NewReader(f, testRecordingKey)
 	if err != nil {
 		e.t.Fatal(err)
 	}
