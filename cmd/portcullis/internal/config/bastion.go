@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/bastion/recording"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/keys"
 )
 
@@ -57,6 +58,13 @@ func (b *builder) bastion(s *BastionSection, c *Config) (*bastion.Config, ssh.Si
 		bc.UserCAKeys = []ssh.PublicKey{userCA.PublicKey()}
 	}
 	bc.UpstreamCA = upstreamCA
+	if raw := b.symmetricKey(s.RecordingKey); raw != nil {
+		k, err := recording.NewKey(raw)
+		if err != nil {
+			b.errAt(s.RecordingKey.Path+sourceSuffix(s.RecordingKey), "%v", err)
+		}
+		bc.RecordingKey = k
+	}
 	if userCA != nil && upstreamCA != nil && bytes.Equal(userCA.PublicKey().Marshal(), upstreamCA.PublicKey().Marshal()) {
 		// Targets trust the upstream CA. Were it the user CA too, every
 		// user certificate would log in to targets directly, around the
@@ -105,6 +113,8 @@ func bastionPath(p string, s *BastionSection) string {
 		return secret(s.UserCAKey, "user_ca_key")
 	case p == "bastion.upstream_ca":
 		return secret(s.UpstreamCAKey, "upstream_ca_key")
+	case p == "bastion.recording_key":
+		return secret(s.RecordingKey, "recording_key")
 	case p == "bastion.approval_url":
 		// Derived from the access host, which is reported on its own.
 		return ""

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/bastion/recording"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/keys"
 )
 
@@ -37,6 +38,13 @@ func writeBastionFiles(t *testing.T, dir string) bastionFiles {
 			t.Fatal(err)
 		}
 	}
+	recKey, err := keys.GenerateSymmetric(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "recording.key"), recKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	pub := keys.AuthorizedKey(f.targetKey.PublicKey()) + " root@db-1\n"
 	if err := os.WriteFile(filepath.Join(dir, "db-1.pub"), []byte(pub), 0o644); err != nil {
 		t.Fatal(err)
@@ -50,6 +58,7 @@ bastion:
   host_key_files: [host_key]
   user_ca_key_file: user_ca
   upstream_ca_key_file: upstream_ca
+  recording_key_file: recording.key
   idle_timeout: 30m
   keepalive_interval: 15s
   max_auth_tries: 2
@@ -101,6 +110,7 @@ func TestBastionBuild(t *testing.T) {
 		{"user CA signer for the gateway", cfg.SSHUserCA != nil && same(cfg.SSHUserCA.PublicKey(), files.userCA.PublicKey())},
 		{"upstream CA", bc.UpstreamCA != nil && same(bc.UpstreamCA.PublicKey(), files.upstreamCA.PublicKey())},
 		{"recording dir default", bc.RecordingDir == filepath.Join(cfg.DataDir, "recordings")},
+		{"recording key", bc.RecordingKey != nil && bc.RecordingKey.ID() == recordingKeyID(t, filepath.Join(dir, "recording.key"))},
 		{"record input", bc.RecordInput},
 		{"durations", bc.IdleTimeout == 30*time.Minute && bc.KeepaliveInterval == 15*time.Second && bc.HandshakeTimeout == 10*time.Second},
 		{"max auth tries", bc.MaxAuthTries == 2},
@@ -224,4 +234,22 @@ func TestBastionApprovalAndAddress(t *testing.T) {
 	if cfg.Bastion.ApprovalURL != "" || cfg.Bastion.ApprovalTimeout != 2*time.Minute || cfg.Gateway.SSHAddr != "ssh.example.com:22" || !cfg.Gateway.SSHCertBindSourceIP {
 		t.Fatalf("bastion %+v, gateway SSHAddr %q bind %v", cfg.Bastion, cfg.Gateway.SSHAddr, cfg.Gateway.SSHCertBindSourceIP)
 	}
+}
+
+// recordingKeyID is the key ID of a key file.
+func recordingKeyID(t *testing.T, path string) recording.KeyID {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := keys.ParseSymmetric(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := recording.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.ID()
 }

@@ -247,7 +247,10 @@ type BastionSection struct {
 	HandshakeTimeout    Duration               `yaml:"handshake_timeout"`
 	UpstreamDialTimeout Duration               `yaml:"upstream_dial_timeout"`
 	RecordingDir        string                 `yaml:"recording_dir"` // default <data_dir>/recordings
-	RecordInput         bool                   `yaml:"record_input"`
+	// RecordingKey is the 32-byte key-encryption key that wraps every
+	// recording's data key (recording_key_file or recording_key_env).
+	RecordingKey SecretRef `yaml:"recording_key,required"`
+	RecordInput  bool      `yaml:"record_input"`
 	// PublicAddr is the host:port users ssh to (shown by portcullis
 	// login); default <gateway.access_host>:<port of listen>.
 	PublicAddr string `yaml:"public_addr"`
