@@ -18,6 +18,7 @@ func (in *Instance) reloadRisk(cfg *config.Config, ev *audit.Event) {
 	if in.Risk == nil {
 		return
 	}
+	in.reloadGeo(cfg, ev)
 	if reflect.DeepEqual(in.Risk.Config(), cfg.Risk.WithDefaults()) {
 		return
 	}

@@ -63,6 +63,7 @@ type Instance struct {
 	Bastion         *bastion.Bastion
 
 	sshLn  net.Listener
+	geo    *geoLocator // risk's GeoIP database, replaced on reload
 	now    func() time.Time
 	rand   io.Reader // nil: crypto/rand (audit.NewRef falls back to it)
 	log    *slog.Logger
@@ -171,6 +172,9 @@ func (in *Instance) Close() error {
 		in.sshLn.Close() // already closed when the bastion served
 	}
 	in.cancel()
+	if in.geo != nil {
+		in.geo.close()
+	}
 	if in.Audit != nil {
 		errs = append(errs, in.Audit.Close())
 	}
