@@ -63,7 +63,7 @@ func (c *adminConn) client() (*adminclient.Client, error) {
 	})
 }
 
-const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock ..."
+const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock|rotate-key ..."
 
 func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conn := &adminConn{socket: DefaultAdminSocket, timeout: 30 * time.Second}
@@ -82,6 +82,8 @@ func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	sub, subArgs := rest[0], rest[1:]
 	switch sub {
+	case "rotate-key": // offline: works on the recording files
+		return adminRotateKey(subArgs, stdout, stderr)
 	case "users":
 		return adminUsers(ctx, conn, subArgs, stdout, stderr)
 	case "sessions":

@@ -141,7 +141,7 @@ func TestAdminSSHCommands(t *testing.T) {
 	if _, err := os.Stat(recordingPath); err != nil {
 		t.Fatal(err)
 	}
-	code, info, errOut := runCLI(t, "recording", "info", recordingPath)
+	code, info, errOut := runCLI(t, "recording", "info", "--config", f.ConfigPath, recordingPath)
 	if code != exitOK || !strings.Contains(info, "killed") || !strings.Contains(info, "incident 7") {
 		t.Fatalf("recording info: %d\n%s%s", code, info, errOut)
 	}

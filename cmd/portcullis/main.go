@@ -84,9 +84,10 @@ Usage:
       locks                             account locks and source blocks
       lock USER --reason TEXT           lock an account on every instance (ends its sessions)
       unlock (USER | user:ID | ip:ADDR[/BITS]) --reason TEXT
-  portcullis play [--speed X] [--max-idle D] RECORDING
-  portcullis recording info [--json] RECORDING
-  portcullis recording export --format asciicast [-o FILE] RECORDING
+      rotate-key --old-key FILE --new-key FILE --dir DIR   re-wrap every recording's key (offline)
+  portcullis play (--key FILE | --config FILE) [--speed X] [--max-idle D] RECORDING
+  portcullis recording info (--key FILE | --config FILE) [--json] RECORDING
+  portcullis recording export (--key FILE | --config FILE) --format asciicast [-o FILE] RECORDING
 
 Run "portcullis COMMAND --help" for a command's flags.
 Exit status: 0 success, 1 failure, 2 usage error.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,10 +17,15 @@ import (
 // recordingInfo prints a recording's metadata, how it ended, its channels
 // with what ran in them, file transfers (SFTP operations and scp files
 // with SHA-256 of written data), port forwards and refused requests.
-func recordingInfo(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("recording info", "portcullis recording info [--json] RECORDING", stderr)
+func recordingInfo(args []string, stdout, stderr io.Writer) (code int) {
+	fs := newFlagSet("recording info", "portcullis recording info (--key FILE | --config FILE) [--json] [--allow-incomplete] RECORDING", stderr)
+	kf := addKeyFlags(fs)
 	asJSON := fs.Bool("json", false, "print the metadata, trailer and events as JSON")
 	path, code, ok := oneRecording(fs, args, stderr)
+	if !ok {
+		return code
+	}
+	key, code, ok := kf.load(fs, stderr)
 	if !ok {
 		return code
 	}
@@ -28,10 +34,17 @@ func recordingInfo(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "recording info", err)
 	}
 	defer f.Close()
-	sum, err := recording.Summarize(f)
+	sum, err := recording.Summarize(f, key)
 	if err != nil {
-		return fail(stderr, "recording info", err)
+		return recordingFailure(stderr, "recording info", "", err, false)
 	}
+	// An incomplete recording is still described (it is authentic up to
+	// its cut), then reported.
+	defer func() {
+		if sum.Truncated && code == exitOK {
+			code = recordingFailure(stderr, "recording info", "", sum.Err, *kf.allowIncomplete)
+		}
+	}()
 	if *asJSON {
 		return printInfoJSON(sum, stdout, stderr)
 	}
@@ -46,7 +59,12 @@ func recordingInfo(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sum.Truncated {
-		truncated = "YES: no trailer (the bastion stopped without closing it); at most its last second is missing"
+		truncated = fmt.Sprintf("YES: %v (the bastion stopped without closing it); at most its last second is missing", sum.Err)
+	}
+	integrity := fmt.Sprintf("%d chunks authenticated (AES-256-GCM, hash-chained), key %s", sum.Chunks, sum.KeyID)
+	digest := "(none: incomplete)"
+	if !sum.Truncated {
+		digest = hex.EncodeToString(sum.Digest[:])
 	}
 	input := "not recorded"
 	if m.RecordInput {
@@ -60,7 +78,7 @@ func recordingInfo(args []string, stdout, stderr io.Writer) int {
 		{"recording", path}, {"session", m.SessionID}, {"user", m.UserID}, {"source ip", m.SourceIP},
 		{"login", m.Login}, {"target", target}, {"roles", list(m.Roles)}, {"cert serial", serialText(m.CertSerial)},
 		{"instance", m.Instance}, {"start", when(m.Start)}, {"end", end}, {"end reason", reason},
-		{"truncated", truncated}, {"input", input},
+		{"truncated", truncated}, {"integrity", integrity}, {"digest", digest}, {"input", input},
 		{"bytes", fmt.Sprintf("stdout %d, stderr %d, stdin %d", sum.Bytes[recording.StreamStdout], sum.Bytes[recording.StreamStderr], sum.Bytes[recording.StreamStdin])},
 	} {
 		row(tw, kv[0]+":", kv[1])
@@ -104,9 +122,15 @@ func printInfoJSON(sum *recording.Summary, stdout, stderr io.Writer) int {
 		Meta      recording.Meta     `json:"meta"`
 		Trailer   *recording.Trailer `json:"trailer"`
 		Truncated bool               `json:"truncated"`
+		KeyID     string             `json:"key_id"`
+		Chunks    int                `json:"chunks"`
+		Digest    string             `json:"digest,omitempty"`
 		Bytes     map[string]int64   `json:"bytes"`
 		Events    []event            `json:"events"`
-	}{Meta: sum.Meta, Trailer: sum.Trailer, Truncated: sum.Truncated, Bytes: map[string]int64{}, Events: []event{}}
+	}{Meta: sum.Meta, Trailer: sum.Trailer, Truncated: sum.Truncated, KeyID: sum.KeyID.String(), Chunks: sum.Chunks, Bytes: map[string]int64{}, Events: []event{}}
+	if !sum.Truncated {
+		out.Digest = hex.EncodeToString(sum.Digest[:])
+	}
 	for s, n := range sum.Bytes {
 		out.Bytes[s.String()] = n
 	}

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +33,30 @@ func stepClock(t0 time.Time) func() time.Time {
 
 const uploaded = "the uploaded file\n"
 
+// testKeyHex is the recording key of these tests, in a key file's hex form.
+var testKeyHex = strings.Repeat("5a", 32) + "\n"
+
+// keyFile writes a recording key file (hex, like openssl rand -hex 32)
+// and returns its path.
+func keyFile(t *testing.T, hexKey string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "recording.key")
+	if err := os.WriteFile(p, []byte(hexKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testKey is the key testKeyHex encodes.
+func testKey(t *testing.T) *recording.Key {
+	t.Helper()
+	k, err := readRecordingKey(keyFile(t, testKeyHex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // writeRecording produces a recording the way the bastion does: a shell
 // with a terminal and a resize, an exec, SFTP and scp transfers, a port
 // forward, refused requests, and a trailer (unless truncated).
@@ -40,7 +67,7 @@ func writeRecording(t *testing.T, dir string) string {
 		Version: recording.FormatVersion, SessionID: "sess-abc", Instance: "gw-1", UserID: "https://idp#alice",
 		SourceIP: "192.0.2.7", Target: "db-1", TargetAddr: "10.0.0.5:22", Login: "root", Roles: []string{"admin"},
 		CertSerial: 4242, Start: t0,
-	}, recording.Options{Now: stepClock(t0)})
+	}, recording.Options{Now: stepClock(t0), Key: testKey(t), BufferSize: 512}) // several chunks, as a long session has
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +143,8 @@ func truncate(t *testing.T, path string) string {
 }
 
 func TestRecordingInfo(t *testing.T) {
-	rec := writeRecording(t, t.TempDir())
-	code, out, errOut := runCLI(t, "recording", "info", rec)
+	rec, kf := writeRecording(t, t.TempDir()), keyFile(t, testKeyHex)
+	code, out, errOut := runCLI(t, "recording", "info", "--key", kf, rec)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -139,7 +166,7 @@ func TestRecordingInfo(t *testing.T) {
 		t.Errorf("a control character from the recording reached the terminal:\n%s", out)
 	}
 
-	code, out, _ = runCLI(t, "recording", "info", "--json", rec)
+	code, out, _ = runCLI(t, "recording", "info", "--key", kf, "--json", rec)
 	var parsed struct {
 		Meta      recording.Meta `json:"meta"`
 		Truncated bool           `json:"truncated"`
@@ -154,9 +181,15 @@ func TestRecordingInfo(t *testing.T) {
 		t.Fatalf("info --json: %d %+v\n%s", code, parsed, out)
 	}
 
-	code, out, _ = runCLI(t, "recording", "info", truncate(t, rec))
-	if code != exitOK || !strings.Contains(out, "truncated:    YES") {
-		t.Fatalf("truncated info: %d\n%s", code, out)
+	// An incomplete recording is described, then reported: exit 1, or
+	// 0 with --allow-incomplete.
+	code, out, errOut = runCLI(t, "recording", "info", "--key", kf, truncate(t, rec))
+	if code != exitFail || !strings.Contains(out, "truncated:    YES: recording: incomplete: ended inside chunk") || !strings.Contains(errOut, "incomplete") {
+		t.Fatalf("truncated info: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "recording", "info", "--key", kf, "--allow-incomplete", truncate(t, rec))
+	if code != exitOK || !strings.Contains(out, "truncated:    YES") || !strings.Contains(errOut, "warning") {
+		t.Fatalf("truncated info with --allow-incomplete: %d\n%s%s", code, out, errOut)
 	}
 }
 
@@ -184,8 +217,8 @@ func asciicastLines(t *testing.T, data string) (map[string]any, [][]any) {
 }
 
 func TestRecordingExport(t *testing.T) {
-	rec := writeRecording(t, t.TempDir())
-	code, out, errOut := runCLI(t, "recording", "export", "--format", "asciicast", rec)
+	rec, kf := writeRecording(t, t.TempDir()), keyFile(t, testKeyHex)
+	code, out, errOut := runCLI(t, "recording", "export", "--key", kf, "--format", "asciicast", rec)
 	if code != exitOK || errOut != "" {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -223,7 +256,7 @@ func TestRecordingExport(t *testing.T) {
 	// file that does not stay behind.
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "session.cast")
-	if code, _, errOut := runCLI(t, "recording", "export", rec, "-o", dst); code != exitOK {
+	if code, _, errOut := runCLI(t, "recording", "export", "--key", kf, rec, "-o", dst); code != exitOK {
 		t.Fatalf("export -o: %s", errOut)
 	}
 	b, err := os.ReadFile(dst)
@@ -237,9 +270,14 @@ func TestRecordingExport(t *testing.T) {
 		t.Errorf("temporary files left: %v", entries)
 	}
 
-	// A truncated recording exports up to its end, with a warning.
-	code, out, errOut = runCLI(t, "recording", "export", "--format", "asciicast", truncate(t, rec))
-	if code != exitOK || !strings.Contains(errOut, "truncated") {
+	// A truncated recording exports up to its end: exit 1, or a warning
+	// with --allow-incomplete.
+	code, _, errOut = runCLI(t, "recording", "export", "--key", kf, "--format", "asciicast", truncate(t, rec))
+	if code != exitFail || !strings.Contains(errOut, "incomplete") {
+		t.Fatalf("truncated export: %d %s", code, errOut)
+	}
+	code, out, errOut = runCLI(t, "recording", "export", "--key", kf, "--allow-incomplete", "--format", "asciicast", truncate(t, rec))
+	if code != exitOK || !strings.Contains(errOut, "warning: recording: incomplete") {
 		t.Fatalf("truncated export: %d %s", code, errOut)
 	}
 	if _, events := asciicastLines(t, out); len(events) == 0 {
@@ -248,16 +286,16 @@ func TestRecordingExport(t *testing.T) {
 }
 
 func TestPlay(t *testing.T) {
-	rec := writeRecording(t, t.TempDir())
-	code, out, errOut := runCLI(t, "play", "--speed", "1000", "--max-idle", "1ms", rec)
+	rec, kf := writeRecording(t, t.TempDir()), keyFile(t, testKeyHex)
+	code, out, errOut := runCLI(t, "play", "--key", kf, "--speed", "1000", "--max-idle", "1ms", rec)
 	if code != exitOK || errOut != "" {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	if out != "root@db-1:~# uname\r\nLinux\r\nwarning: disk 91% full\r\n" {
 		t.Fatalf("played %q", out)
 	}
-	code, out, errOut = runCLI(t, "play", "--speed", "1000", truncate(t, rec))
-	if code != exitOK || !strings.Contains(errOut, "truncated") || !strings.HasPrefix(out, "root@db-1:~# ") {
+	code, out, errOut = runCLI(t, "play", "--key", kf, "--speed", "1000", "--allow-incomplete", truncate(t, rec))
+	if code != exitOK || !strings.Contains(errOut, "incomplete") || !strings.HasPrefix(out, "root@db-1:~# ") {
 		t.Fatalf("truncated play: %d %q %s", code, out, errOut)
 	}
 }
@@ -267,6 +305,8 @@ func TestRecordingCommandErrors(t *testing.T) {
 	if err := os.WriteFile(notRec, []byte("not a recording at all"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	kf := keyFile(t, testKeyHex)
+	badKey := keyFile(t, "0123")
 	tests := []struct {
 		name    string
 		args    []string
@@ -276,21 +316,162 @@ func TestRecordingCommandErrors(t *testing.T) {
 		{"recording without command", []string{"recording"}, exitUsage, "recording info"},
 		{"recording unknown command", []string{"recording", "convert", "x"}, exitUsage, `unknown command "convert"`},
 		{"info without file", []string{"recording", "info"}, exitUsage, "expected exactly one RECORDING"},
-		{"info missing file", []string{"recording", "info", "/nonexistent.pcrec"}, exitFail, "no such file"},
-		{"info not a recording", []string{"recording", "info", notRec}, exitFail, "corrupt"},
-		{"export unknown format", []string{"recording", "export", "--format", "mp4", notRec}, exitUsage, `unknown --format "mp4"`},
-		{"export not a recording", []string{"recording", "export", notRec}, exitFail, "corrupt"},
-		{"export into a missing directory", []string{"recording", "export", "-o", "/nonexistent/dir/x.cast", notRec}, exitFail, "no such file"},
+		{"info without key", []string{"recording", "info", notRec}, exitUsage, "recordings are encrypted: give --key FILE"},
+		{"info with key and config", []string{"recording", "info", "--key", kf, "--config", "x.yaml", notRec}, exitUsage, "only one of --key and --config"},
+		{"info missing key file", []string{"recording", "info", "--key", "/nonexistent.key", notRec}, exitFail, "no such file"},
+		{"info bad key file", []string{"recording", "info", "--key", badKey, notRec}, exitFail, "must hold exactly 32 bytes"},
+		{"info config without bastion", []string{"recording", "info", "--config", "/nonexistent.yaml", notRec}, exitFail, "does not exist"},
+		{"info missing file", []string{"recording", "info", "--key", kf, "/nonexistent.pcrec"}, exitFail, "no such file"},
+		{"info not a recording", []string{"recording", "info", "--key", kf, notRec}, exitFail, "corrupt"},
+		{"export unknown format", []string{"recording", "export", "--key", kf, "--format", "mp4", notRec}, exitUsage, `unknown --format "mp4"`},
+		{"export without key", []string{"recording", "export", notRec}, exitUsage, "recordings are encrypted"},
+		{"export not a recording", []string{"recording", "export", "--key", kf, notRec}, exitFail, "corrupt"},
+		{"export into a missing directory", []string{"recording", "export", "--key", kf, "-o", "/nonexistent/dir/x.cast", notRec}, exitFail, "no such file"},
 		{"play without file", []string{"play"}, exitUsage, "expected exactly one RECORDING"},
-		{"play zero speed", []string{"play", "--speed", "0", notRec}, exitUsage, "--speed must be above 0"},
-		{"play negative idle", []string{"play", "--max-idle", "-1s", notRec}, exitUsage, "--max-idle must not be negative"},
-		{"play not a recording", []string{"play", notRec}, exitFail, "corrupt"},
+		{"play without key", []string{"play", notRec}, exitUsage, "recordings are encrypted"},
+		{"play zero speed", []string{"play", "--key", kf, "--speed", "0", notRec}, exitUsage, "--speed must be above 0"},
+		{"play negative idle", []string{"play", "--key", kf, "--max-idle", "-1s", notRec}, exitUsage, "--max-idle must not be negative"},
+		{"play not a recording", []string{"play", "--key", kf, notRec}, exitFail, "corrupt"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCLI(t, tc.args...)
 			if code != tc.code || !strings.Contains(errOut, tc.wantErr) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.wantErr)
+			}
+		})
+	}
+}
+
+// chunkSpans returns each chunk's [start, end) in a recording file
+// (format 2: a fixed header, then type, sequence number, length, data).
+func chunkSpans(b []byte) [][2]int {
+	var out [][2]int
+	for off := recording.HeaderSize; off+13 <= len(b); {
+		end := off + 13 + int(binary.BigEndian.Uint32(b[off+9:]))
+		out = append(out, [2]int{off, end})
+		off = end
+	}
+	return out
+}
+
+// TestRecordingIntegrity: play, export and info refuse a wrong key, a
+// modified, reordered or truncated recording, each with its own message
+// and exit 1, and show nothing of the damaged chunk.
+func TestRecordingIntegrity(t *testing.T) {
+	dir := t.TempDir()
+	kf := keyFile(t, testKeyHex)
+	otherKey := keyFile(t, strings.Repeat("17", 32))
+	// One output frame per chunk: each chunk shows one marker.
+	w, err := recording.Create(dir, recording.Meta{SessionID: "sess-int", Start: time.Unix(0, 0)}, recording.Options{Key: testKey(t), BufferSize: 8, Now: stepClock(time.Unix(0, 0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := w.Data(1, recording.StreamStdout, []byte(fmt.Sprintf("<chunk-%d>", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(recording.Trailer{Reason: "client-closed"}); err != nil {
+		t.Fatal(err)
+	}
+	orig, err := os.ReadFile(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := chunkSpans(orig)
+	variant := func(name string, b []byte) string {
+		p := filepath.Join(dir, name+recording.FileExt)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	flipped := slices.Clone(orig)
+	flipped[sp[3][0]+20] ^= 0x40
+	swapped := slices.Concat(orig[:sp[2][0]], orig[sp[3][0]:sp[3][1]], orig[sp[2][0]:sp[2][1]], orig[sp[3][1]:])
+	cut := orig[:sp[len(sp)-1][0]]
+	for _, tc := range []struct {
+		name, file, key, want, shown string
+	}{
+		{"untouched", variant("ok", orig), kf, "", "<chunk-1><chunk-2><chunk-3><chunk-4>"},
+		{"wrong key", variant("ok2", orig), otherKey, "wrong key: the recording was encrypted with key", ""},
+		{"flipped byte", variant("flipped", flipped), kf, "tampered: chunk 3 does not authenticate", "<chunk-1><chunk-2>"},
+		{"swapped chunks", variant("swapped", swapped), kf, "tampered: chunk 2 has sequence number 3", "<chunk-1>"},
+		{"truncated", variant("cut", cut), kf, "incomplete: ended without a final chunk after 5 chunks", "<chunk-1><chunk-2><chunk-3><chunk-4>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range [][]string{
+				{"play", "--key", tc.key, "--speed", "1000", tc.file},
+				{"recording", "export", "--key", tc.key, tc.file},
+				{"recording", "info", "--key", tc.key, tc.file},
+			} {
+				code, out, errOut := runCLI(t, cmd...)
+				if tc.want == "" {
+					if code != exitOK || errOut != "" {
+						t.Fatalf("%v: exit %d %s", cmd, code, errOut)
+					}
+				} else if code != exitFail || !strings.Contains(errOut, tc.want) {
+					t.Fatalf("%v: exit %d, stderr %q; want %q", cmd, code, errOut, tc.want)
+				}
+				if cmd[0] == "play" && out != tc.shown {
+					t.Fatalf("play showed %q, want %q", out, tc.shown)
+				}
+				for i := strings.Count(tc.shown, "<") + 1; i <= 4 && cmd[1] == "export"; i++ {
+					if strings.Contains(out, fmt.Sprintf("<chunk-%d>", i)) {
+						t.Fatalf("export showed chunk %d of a damaged recording:\n%s", i, out)
+					}
+				}
+			}
+		})
+	}
+	code, out, _ := runCLI(t, "recording", "info", "--key", kf, variant("ok3", orig))
+	if code != exitOK || !strings.Contains(out, "6 chunks authenticated") || !strings.Contains(out, "digest:") {
+		t.Fatalf("info: %d\n%s", code, out)
+	}
+}
+
+// TestAdminRotateKey rotates a directory: the old key then fails, the
+// new one works, and a second run has nothing left to do.
+func TestAdminRotateKey(t *testing.T) {
+	dir := t.TempDir()
+	rec := writeRecording(t, dir)
+	oldKey, newKey := keyFile(t, testKeyHex), keyFile(t, strings.Repeat("c3", 32))
+	code, out, errOut := runCLI(t, "admin", "rotate-key", "--old-key", oldKey, "--new-key", newKey, "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "1 rekeyed, 0 already under the new key, 0 failed") {
+		t.Fatalf("rotate: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, "recording", "info", "--key", oldKey, rec); code != exitFail || !strings.Contains(errOut, "wrong key") {
+		t.Fatalf("old key after rotation: %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, "recording", "info", "--key", newKey, rec); code != exitOK {
+		t.Fatalf("new key after rotation: %d %s", code, errOut)
+	}
+	code, out, _ = runCLI(t, "admin", "rotate-key", "--old-key", oldKey, "--new-key", newKey, "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "0 rekeyed, 1 already under the new key, 0 failed") {
+		t.Fatalf("second run: %d %s", code, out)
+	}
+	// A recording under neither key fails the run (exit 1) and is named.
+	foreign := keyFile(t, strings.Repeat("99", 32))
+	code, _, errOut = runCLI(t, "admin", "rotate-key", "--old-key", foreign, "--new-key", keyFile(t, strings.Repeat("98", 32)), "--dir", dir)
+	if code != exitFail || !strings.Contains(errOut, "sess-abc.pcrec: recording: wrong key") {
+		t.Fatalf("foreign key: %d %s", code, errOut)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing flags", []string{"--old-key", oldKey}, exitUsage, "are required"},
+		{"same key", []string{"--old-key", oldKey, "--new-key", oldKey, "--dir", dir}, exitUsage, "the same key"},
+		{"missing dir", []string{"--old-key", oldKey, "--new-key", newKey, "--dir", "/nonexistent"}, exitFail, "no such file"},
+		{"extra argument", []string{"--old-key", oldKey, "--new-key", newKey, "--dir", dir, "x"}, exitUsage, "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, append([]string{"admin", "rotate-key"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d %q, want %d %q", code, errOut, tc.code, tc.want)
 			}
 		})
 	}
