@@ -397,7 +397,8 @@ Portcullis demo is running (everything on 127.0.0.1; data in %s).
             portcullis login --proxy %s --ca-file %s
             ssh -p %s %s@%s@%s
           Without it, the same ssh command shows a link to approve the connection in the browser.
-          Recordings: %s  (portcullis play FILE, portcullis recording info FILE)
+          Recordings: %s  (encrypted: portcullis play --key %s FILE,
+                      portcullis recording info --key %s FILE)
 
   Admin   portcullis admin --socket %s sessions
           portcullis admin --socket %s watch SSH-SESSION   (or kill SSH-SESSION --reason TEXT)
@@ -412,5 +413,6 @@ Press Ctrl-C to stop.
 		info.AccessURL, filepath.Join(dataDir, certName),
 		sshPort, engineerLogin, targetName, sshHost,
 		filepath.Join(dataDir, "recordings")+string(filepath.Separator),
+		filepath.Join(dataDir, recordingKeyName), filepath.Join(dataDir, recordingKeyName),
 		info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, filepath.Join(dataDir, "audit")+string(filepath.Separator))
 }

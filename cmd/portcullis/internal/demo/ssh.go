@@ -19,6 +19,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/bastion/recording"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/config"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/keys"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/sshtarget"
@@ -28,13 +29,16 @@ import (
 // restarts keep the host key users accepted and the CA their
 // certificates came from, and one sample target.
 const (
-	targetName      = "demo-target"
-	sshdPath        = "/usr/sbin/sshd"
-	hostKeyName     = "ssh_host_ed25519_key"
-	userCAName      = "ssh_user_ca"
-	upstreamCAName  = "ssh_upstream_ca"
-	targetDirName   = "target"
-	sshdStartupWait = 10 * time.Second
+	targetName     = "demo-target"
+	sshdPath       = "/usr/sbin/sshd"
+	hostKeyName    = "ssh_host_ed25519_key"
+	userCAName     = "ssh_user_ca"
+	upstreamCAName = "ssh_upstream_ca"
+	// recordingKeyName encrypts the demo's recordings: portcullis play
+	// --key <data dir>/recording.key FILE.
+	recordingKeyName = "recording.key"
+	targetDirName    = "target"
+	sshdStartupWait  = 10 * time.Second
 )
 
 // addBastion adds the bastion to the demo's configuration: the sample
@@ -53,6 +57,7 @@ func addBastion(cfg *config.Config, k *sshKeys, tgt *target, listen string, logi
 			Name: targetName, Addr: tgt.Addr, Labels: map[string]string{"env": "demo"}, HostKey: keys.AuthorizedKey(tgt.HostKey),
 		}},
 		RecordingDir: filepath.Join(cfg.DataDir, "recordings"),
+		RecordingKey: k.RecordingKey,
 		Instance:     cfg.Instance,
 		ApprovalURL:  access,
 	}
@@ -81,6 +86,7 @@ func addBastion(cfg *config.Config, k *sshKeys, tgt *target, listen string, logi
 // sshKeys are the bastion's keys.
 type sshKeys struct {
 	HostKey, UserCA, UpstreamCA ssh.Signer
+	RecordingKey                *recording.Key
 }
 
 // loadSSHKeys reads the bastion's keys from dir, generating (0600) any
@@ -96,6 +102,18 @@ func loadSSHKeys(dir string) (*sshKeys, error) {
 			return nil, err
 		}
 		*f.dst = signer
+	}
+	err := readOrCreate(filepath.Join(dir, recordingKeyName), func() ([]byte, error) {
+		return keys.GenerateSymmetric(nil)
+	}, func(b []byte) error {
+		raw, err := keys.ParseSymmetric(b)
+		if err == nil {
+			k.RecordingKey, err = recording.NewKey(raw)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return k, nil
 }

@@ -205,7 +205,7 @@ func TestBastionAdminLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rec.Close()
-	sum, err := recording.Summarize(rec)
+	sum, err := recording.Summarize(rec, r.in.Config.Bastion.RecordingKey)
 	if err != nil || sum.Trailer == nil || sum.Trailer.Reason != bastion.EndKilled || sum.Trailer.Detail != "incident 42" {
 		t.Fatalf("recording summary %+v %v", sum, err)
 	}

@@ -22,6 +22,8 @@ import (
 const (
 	TargetName  = "target-1"
 	TargetLogin = "root"
+	// RecordingKeyFile (in the fixture's directory) encrypts recordings.
+	RecordingKeyFile = "recording.key"
 )
 
 // Bastion is the fixture's SSH side: the keys its configuration names and
@@ -52,6 +54,13 @@ func (f *Fixture) WithBastion(t testing.TB) *Bastion {
 		if k.dst != nil {
 			*k.dst = s
 		}
+	}
+	recKey, err := keys.GenerateSymmetric(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.Dir, RecordingKeyFile), recKey, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	hostKey, _, err := keys.GenerateSSHKey(nil, "target")
 	if err != nil {
@@ -90,9 +99,10 @@ func (b *Bastion) section() string {
   host_key_files: [ssh_host_key]
   user_ca_key_file: ssh_user_ca
   upstream_ca_key_file: ssh_upstream_ca
+  recording_key_file: %s
   targets:
     - {name: %s, addr: "%s", labels: {env: test}, host_key_file: target.pub}
-`, TargetName, b.TargetAddr)
+`, RecordingKeyFile, TargetName, b.TargetAddr)
 }
 
 // Issue gets a certificate for userID from ca, as the gateway does after
