@@ -113,6 +113,7 @@ func newRiskSite(t *testing.T) *riskSite {
 	userCA := harness.NewSSHKey(t, keys, "user_ca")
 	upCA := harness.NewSSHKey(t, keys, "upstream_ca")
 	host := harness.NewSSHKey(t, keys, "bastion_host")
+	recKeyFile, _ := newRecordingKey(t, keys)
 	rs.hostKey = host.Public()
 	target := harness.StartSSHD(t, harness.SSHDOptions{TrustedUserCAKeys: []ssh.PublicKey{upCA.Public()}})
 	rs.sshAddr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
@@ -131,10 +132,11 @@ alerts:
   host_key_files: [%s]
   user_ca_key_file: %s
   upstream_ca_key_file: %s
+  recording_key_file: %s
   recording_dir: %s
   targets:
     - {name: db-1, addr: "%s", host_key: "%s"}
-`, rs.sshAddr, host.Path, userCA.Path, upCA.Path, filepath.Join(rs.dir, "recordings"),
+`, rs.sshAddr, host.Path, userCA.Path, upCA.Path, recKeyFile, filepath.Join(rs.dir, "recordings"),
 		target.Addr, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(target.HostKey))))
 	rs.a = harness.StartPortcullis(t, specA.YAML()+bastionCfg)
 	rs.b = harness.StartPortcullis(t, specB.YAML())

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -57,6 +58,26 @@ source_ip: {count: 10000, window: 5m}
 source_network: {count: 10000, window: 5m}
 `
 
+// newRecordingKey writes a recording key file (hex, as openssl rand -hex
+// 32 makes it) into dir.
+func newRecordingKey(t *testing.T, dir string) (string, *recording.Key) {
+	t.Helper()
+	h := harness.RandomString(32)
+	raw, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := recording.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "recording.key")
+	if err := os.WriteFile(p, []byte(h+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p, k
+}
+
 // sshSite is a `portcullis serve` with a bastion in front of a private
 // stock sshd that trusts the deployment's upstream CA.
 type sshSite struct {
@@ -65,6 +86,8 @@ type sshSite struct {
 	target   *harness.SSHD
 	dir      string // keys, HOME of the clients, files to copy
 	recDir   string
+	recKey   *recording.Key // the recording key, also in file recKeyF
+	recKeyF  string
 	caSigner ssh.Signer     // the deployment's user CA key (its key file)
 	userCA   *session.SSHCA // the same CA, for certificates minted here
 	hostKey  ssh.PublicKey  // the bastion's
@@ -90,6 +113,7 @@ func newSSHSite(t *testing.T) *sshSite {
 	upCA := harness.NewSSHKey(t, keys, "upstream_ca")
 	host := harness.NewSSHKey(t, keys, "bastion_host")
 	wrong := harness.NewSSHKey(t, keys, "not_the_target")
+	s.recKeyF, s.recKey = newRecordingKey(t, keys)
 	s.caSigner, s.hostKey = userCA.Signer, host.Public()
 	var err error
 	if s.userCA, err = session.NewSSHCA(userCA.Signer, session.SSHCAOptions{}); err != nil {
@@ -113,12 +137,13 @@ func newSSHSite(t *testing.T) *sshSite {
   host_key_files: [%s]
   user_ca_key_file: %s
   upstream_ca_key_file: %s
+  recording_key_file: %s
   recording_dir: %s
   targets:
     - {name: db-1, addr: "%s", labels: {tier: db}, host_key: "%s"}
     - {name: web-1, addr: "%s", labels: {tier: web}, host_key: "%s"}
     - {name: rogue, addr: "%s", host_key: "%s"}
-`, s.addr, host.Path, userCA.Path, upCA.Path, s.recDir,
+`, s.addr, host.Path, userCA.Path, upCA.Path, s.recKeyF, s.recDir,
 		s.target.Addr, targetKey, s.target.Addr, targetKey,
 		s.target.Addr, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(wrong.Public()))))
 	s.p = harness.StartPortcullis(t, cfg)
@@ -238,7 +263,7 @@ func (s *sshSite) recording(t *testing.T, id string) *recording.Summary {
 		t.Fatalf("recording of %s: %v", id, err)
 	}
 	defer f.Close()
-	sum, err := recording.Summarize(f)
+	sum, err := recording.Summarize(f, s.recKey)
 	if err != nil {
 		t.Fatalf("recording of %s: %v", id, err)
 	}
@@ -263,7 +288,7 @@ type asciicast struct {
 // then [time, code, data] lines in time order.
 func (s *sshSite) exportAsciicast(t *testing.T, id string) asciicast {
 	t.Helper()
-	r := harness.RunPortcullis(t, "recording", "export", "--format", "asciicast", filepath.Join(s.recDir, id+recording.FileExt))
+	r := harness.RunPortcullis(t, "recording", "export", "--key", s.recKeyF, "--format", "asciicast", filepath.Join(s.recDir, id+recording.FileExt))
 	if r.Code != 0 {
 		t.Fatalf("recording export: %+v", r)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/bastion/recording"
 )
 
 // The bastion under test runs in a child process: the bench binary
@@ -125,6 +127,16 @@ func runBastionChild(specFile string) error {
 	if err != nil {
 		return err
 	}
+	// Recordings are encrypted as in production; nothing reads them back,
+	// so a key made here will do.
+	var rawKey [recording.KeySize]byte
+	if _, err := rand.Read(rawKey[:]); err != nil {
+		return err
+	}
+	recKey, err := recording.NewKey(rawKey[:])
+	if err != nil {
+		return err
+	}
 	bst, err := bastion.New(bastion.Config{
 		Listen:       "127.0.0.1:0",
 		HostKeys:     []ssh.Signer{hostKey},
@@ -132,6 +144,7 @@ func runBastionChild(specFile string) error {
 		UpstreamCA:   upCA,
 		Targets:      spec.Targets,
 		RecordingDir: spec.recordingDir(),
+		RecordingKey: recKey,
 		Instance:     "bench",
 	}, bastion.Deps{Policy: &policy, Store: st, Audit: al, Revocations: rev, Risk: rk})
 	if err != nil {
