@@ -97,6 +97,13 @@ type FileConfig struct {
 	// CheckpointInterval: the longest a record waits for a checkpoint;
 	// default DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+	// RollEvery starts a new trail file (roll.go) once the active one
+	// holds records from an earlier period of this length, aligned to
+	// UTC; default DefaultRollEvery (a file per day); negative: never.
+	RollEvery time.Duration
+	// RollSize also starts a new file before the active one would grow
+	// past this many bytes; 0: no size limit.
+	RollSize int64
 }
 
 // FileLog appends events as JSON lines to Dir/audit-<instance>.jsonl,
@@ -138,6 +145,10 @@ type FileLog struct {
 	every     int           // checkpoint after this many records
 	ckptAfter time.Duration // or this long after the last checkpoint
 	w         *writer       // the writer goroutine's state
+	dir       string        // "" (tests over fake files): never roll
+	rollEvery time.Duration // see FileConfig
+	rollSize  int64
+	purgeMu   sync.Mutex // one Purge at a time (retention.go)
 
 	// wake (capacity 1) tells the writer to look at urgent/closed/idle.
 	// Senders never block: a pending wake covers any later one, because
@@ -158,6 +169,7 @@ type FileLog struct {
 	idle        bool   // the writer sleeps with no timer armed: the next Emit wakes it
 	urgent      bool   // write and sync now (Sync, large or full batch, Close)
 	closed      bool   // Close started: no new events
+	forceCkpt   bool   // append a checkpoint at the next cycle (waitCheckpoint)
 
 	// Writer → everyone.
 	durable  uint64 // events written and fsynced, in sequence order
@@ -165,6 +177,7 @@ type FileLog struct {
 	attempts uint64 // write+sync attempts started
 	failedAt uint64 // the attempt that set err
 	stopped  bool   // writer goroutine has exited
+	ckptSeq  uint64 // seq of the newest checkpoint written and fsynced
 
 	closeOnce sync.Once
 	closeErr  error
@@ -205,7 +218,7 @@ func OpenFile(cfg FileConfig, opts Options) (*FileLog, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("audit: no directory")
 	}
-	if cfg.FlushInterval < 0 || cfg.Buffer < 0 || cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 {
+	if cfg.FlushInterval < 0 || cfg.Buffer < 0 || cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.RollSize < 0 {
 		return nil, errors.New("audit: negative flush interval, buffer or checkpoint setting")
 	}
 	if cfg.Instance == "" {
@@ -265,6 +278,9 @@ func newFileLog(cfg FileConfig, opts Options, f interface {
 	if cfg.CheckpointInterval == 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
+	if cfg.RollEvery == 0 {
+		cfg.RollEvery = DefaultRollEvery
+	}
 	l := &FileLog{
 		now:       opts.Now,
 		log:       opts.Logger,
@@ -277,12 +293,17 @@ func newFileLog(cfg FileConfig, opts Options, f interface {
 		pub:       st.chain.key.Public().(ed25519.PublicKey),
 		every:     cfg.CheckpointEvery,
 		ckptAfter: cfg.CheckpointInterval,
+		dir:       cfg.Dir,
+		rollEvery: cfg.RollEvery,
+		rollSize:  cfg.RollSize,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		idle:      true,
 		nextSeq:   st.chain.seq + 1,
 	}
-	l.w = &writer{l: l, chain: st.chain, head: st.head, headSeq: st.chain.seq}
+	l.w = &writer{l: l, chain: st.chain, head: st.head, headSeq: st.chain.seq,
+		curPath: l.path, lastWritten: st.chain.seq,
+		segStart: st.segStart, segFirst: st.segFirst, segBytes: st.segBytes, segRecords: st.segRecords}
 	l.space = sync.NewCond(&l.mu)
 	l.cond = sync.NewCond(&l.mu)
 	go l.run()
@@ -311,8 +332,9 @@ func (l *FileLog) Emit(_ context.Context, e Event) {
 	l.emit(e)
 }
 
-// emit is Emit without the reserved-type guard (for the log's own records).
-func (l *FileLog) emit(e Event) {
+// emit is Emit without the reserved-type guard (for the log's own
+// records). It returns the record's seq (0 when the log is closed).
+func (l *FileLog) emit(e Event) uint64 {
 	if e.Time.IsZero() {
 		e.Time = l.now()
 	}
@@ -325,7 +347,7 @@ func (l *FileLog) emit(e Event) {
 		l.mu.Unlock()
 		putBuf(bp)
 		l.log.Error("audit: event emitted after close, lost", "type", e.Type, "user_id", e.UserID, "reason", e.Reason)
-		return
+		return 0
 	}
 	if l.full() {
 		// Backpressure. An Emit that got here before Close still appends
@@ -344,7 +366,8 @@ func (l *FileLog) emit(e Event) {
 	wake := l.idle
 	l.idle = false
 	before := len(l.batch)
-	l.batch = appendRecord(l.batch, *bp, l.nextSeq)
+	seq := l.nextSeq
+	l.batch = appendRecord(l.batch, *bp, seq)
 	l.nextSeq++
 	l.batchEvents++
 	l.emitted++
@@ -356,6 +379,7 @@ func (l *FileLog) emit(e Event) {
 	if wake {
 		l.signal()
 	}
+	return seq
 }
 
 // full reports whether Emit must wait for the writer. Caller holds mu.

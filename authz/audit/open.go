@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -22,6 +23,13 @@ type openState struct {
 	chain    chain
 	head     *headFile
 	recovery *Event
+
+	// The active file (roll.go): when it started, its first seq, its
+	// size, and whether it holds a chain record.
+	segStart   time.Time
+	segFirst   uint64
+	segBytes   int64
+	segRecords bool
 }
 
 // openTrail opens the trail for appending and recovers its chain position.
@@ -95,38 +103,88 @@ func openTrail(dir, instance string, key ed25519.PrivateKey, now time.Time) (f *
 		return nil, st, fmt.Errorf("%s: head marker belongs to instance %q, not %q", hf.Name(), hs.best.Instance, instance)
 	}
 
-	tail, err := readTail(f, path)
+	active, err := readTail(f, path)
 	if err != nil {
 		return nil, st, err
 	}
-	if tail.seq > 0 && tail.instance != instance {
-		return nil, st, fmt.Errorf("%s: last record belongs to instance %q, not %q", path, tail.instance, instance)
+	// The chain ends in the active file, unless that holds no record yet
+	// (a crash right after a roll, roll.go): then in the newest rolled file.
+	src, srcPath, tail := f, path, active
+	if active.seq == 0 {
+		segs, err := listSegments(dir, instance)
+		if err != nil {
+			return nil, st, err
+		}
+		if len(segs) > 0 {
+			if active.end > 0 {
+				return nil, st, fmt.Errorf("%s holds lines without chain fields although rolled trail files precede it: it was damaged or written by something else; run audit verify", path)
+			}
+			last := filepath.Join(dir, segs[len(segs)-1].name)
+			rf, err := os.OpenFile(last, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+			if err != nil {
+				return nil, st, err
+			}
+			defer rf.Close()
+			if tail, err = readTail(rf, last); err != nil {
+				return nil, st, err
+			}
+			if tail.seq == 0 {
+				return nil, st, fmt.Errorf("%s holds no chain record: run audit verify", last)
+			}
+			if tail.size > tail.end && active.size > 0 {
+				return nil, st, fmt.Errorf("%s and %s both end in an incomplete line: run audit verify", last, path)
+			}
+			src, srcPath = rf, last
+		}
 	}
-	if err := checkAgainstHead(f, path, tail, hs.best); err != nil {
+	if tail.seq > 0 && tail.instance != instance {
+		return nil, st, fmt.Errorf("%s: last record belongs to instance %q, not %q", srcPath, tail.instance, instance)
+	}
+	if err := checkAgainstHead(src, srcPath, tail, hs.best); err != nil {
 		return nil, st, err
 	}
 
 	// Everything up to tail.end is consistent with the signed head: cut the
 	// torn remainder and record the cut.
-	if cut := tail.size - tail.end; cut > 0 {
-		sum, err := hashRange(f, tail.end, cut)
+	cutFile, cutEnd, cutSize := src, tail.end, tail.size
+	if src != f && active.size > 0 {
+		cutFile, cutEnd, cutSize = f, 0, active.size
+	}
+	if cut := cutSize - cutEnd; cut > 0 {
+		sum, err := hashRange(cutFile, cutEnd, cut)
 		if err != nil {
 			return nil, st, err
 		}
-		if err := f.Truncate(tail.end); err != nil {
+		if err := cutFile.Truncate(cutEnd); err != nil {
 			return nil, st, err
 		}
-		if err := f.Sync(); err != nil {
+		if err := cutFile.Sync(); err != nil {
 			return nil, st, err
 		}
 		st.recovery = &Event{Type: TypeRecovery, Reason: "torn_tail", Attrs: map[string]string{
-			"cut_offset": strconv.FormatInt(tail.end, 10),
+			"cut_offset": strconv.FormatInt(cutEnd, 10),
 			"cut_bytes":  strconv.FormatInt(cut, 10),
 			"cut_sha256": hex.EncodeToString(sum[:]),
 			"after_seq":  strconv.FormatUint(tail.seq, 10),
 		}}
+		if cutFile != f {
+			st.recovery.Attrs["file"] = filepath.Base(srcPath)
+		}
 	}
 
+	st.segStart, st.segFirst, st.segBytes = now, tail.seq+1, active.end
+	if active.seq > 0 {
+		first, t, ok, err := firstRecordIn(f)
+		if err != nil {
+			return nil, st, err
+		}
+		if ok {
+			st.segFirst, st.segRecords = first.seq, true
+			if !t.IsZero() {
+				st.segStart = t
+			}
+		}
+	}
 	st.chain = chain{instance: instance, key: key, keyID: KeyID(pub), seq: tail.seq, head: tail.hash, lastCkpt: now}
 	st.head = &headFile{f: hf, key: key}
 	if hs.best != nil {
@@ -242,6 +300,9 @@ func checkAgainstHead(f *os.File, path string, t tailInfo, head *headMarker) err
 	want = r.prev
 	for seq > head.Seq {
 		if end == 0 {
+			if seq == head.Seq+1 && want == head.Hash {
+				return nil // the head's record ends the previous (rolled) file
+			}
 			return fmt.Errorf("%s: record seq %d not found", path, head.Seq)
 		}
 		line, start, err := lineBefore(f, end)

@@ -16,6 +16,16 @@ type writer struct {
 	head       *headFile
 	headSeq    uint64 // what the head marker on disk says
 	headClosed bool
+	bufCkpt    uint64 // seq of the newest checkpoint appended to buf
+
+	// The file being written (roll.go).
+	curPath     string    // its path: the active path, unless a roll failed half-way
+	lastWritten uint64    // seq of the last record written to it
+	segStart    time.Time // when it was started (its first record's time)
+	segFirst    uint64    // seq of its first record
+	segBytes    int64     // its size
+	segRecords  bool      // it holds a chain record (only such a file is rolled)
+	rollFailing bool      // the last roll failed (logged once)
 }
 
 // Timer states of the run loop.
@@ -89,10 +99,11 @@ func (w *writer) cycle() (closing bool) {
 	// last one, or at Close. Its seq is reserved now, right after the
 	// records just taken, before any later Emit takes the next one.
 	if since := w.chain.since + took; w.ckptSeq == 0 && since > 0 &&
-		(since >= l.every || closing || l.now().Sub(w.chain.lastCkpt) >= l.ckptAfter) {
+		(since >= l.every || closing || l.forceCkpt || l.now().Sub(w.chain.lastCkpt) >= l.ckptAfter) {
 		w.ckptSeq = l.nextSeq
 		l.nextSeq++
 	}
+	l.forceCkpt = false
 	if len(w.buf) == 0 && w.ckptSeq == 0 && w.taken == l.durable && !w.failing &&
 		w.headSeq == w.chain.seq && w.headClosed == closing {
 		l.mu.Unlock()
@@ -141,6 +152,7 @@ func (w *writer) seal() {
 			panic("audit: checkpoint seq out of step with the chain")
 		}
 		w.buf = w.chain.appendCheckpoint(w.buf, w.l.now())
+		w.bufCkpt = w.ckptSeq
 		w.ckptSeq = 0
 	}
 	w.sealed = len(w.buf)
@@ -161,19 +173,27 @@ func (w *writer) seal() {
 func (w *writer) sync(attempt uint64, closing bool) {
 	l := w.l
 	if len(w.buf) > 0 {
+		if !w.failing {
+			// Only between whole batches: after a failed write, the rest
+			// of a record may still be pending for this file.
+			w.maybeRoll()
+		}
 		n, err := l.f.Write(w.buf)
 		w.buf = w.buf[:copy(w.buf, w.buf[n:])]
 		w.sealed -= n
+		w.segBytes += int64(n)
 		if err != nil {
 			w.fail(err, attempt)
 			return
 		}
+		w.lastWritten, w.segRecords = w.chain.seq, true
 	}
 	if err := l.f.Sync(); err != nil {
 		w.fail(err, attempt)
 		return
 	}
 	l.mu.Lock()
+	l.ckptSeq = max(l.ckptSeq, w.bufCkpt)
 	l.durable = w.taken
 	recovered := l.err != nil
 	l.err = nil
