@@ -583,6 +583,7 @@ type chainRun struct {
 	headProblem *Problem // the head marker is bad (checked last)
 	gap         *record  // first record, when it is not seq 1
 	purge       *record  // a purge record that accounts for the gap
+	lastPurge   *record  // the newest purge record of all (to name an unaccounted gap)
 }
 
 func (v *verifier) chain(inst string, files []*trailFile) (Chain, error) {
@@ -736,6 +737,10 @@ func (run *chainRun) accept(r *record) error {
 		c.Checkpoints++
 		run.signedSeq = r.seq - 1
 	case kindPurge:
+		if r.purgeOK {
+			p := *r
+			run.lastPurge = &p
+		}
 		if run.gap != nil && r.purgeOK && r.purgeSeq == run.gap.seq-1 && r.purgeHash == run.gap.prev {
 			p := *r
 			run.purge = &p
@@ -830,6 +835,9 @@ func (run *chainRun) finish(torn *item) error {
 			run.it.files[torn.file].name, torn.size, torn.offset))
 	}
 	if g := run.gap; g != nil {
+		if lp := run.lastPurge; run.purge == nil && lp != nil && lp.purgeSeq < g.seq-1 {
+			return run.fail(ProblemDeleted, g, "records seq %d..%d are missing before this record: the newest purge record (seq %d) accounts only for seq 1..%d: they were deleted", lp.purgeSeq+1, g.seq-1, lp.seq, lp.purgeSeq)
+		}
 		if run.purge == nil || run.purge.seq > run.signedSeq {
 			return run.fail(ProblemDeleted, g, "records seq 1..%d are missing from the start of the chain and no signed purge record accounts for them: they were deleted", g.seq-1)
 		}
