@@ -59,7 +59,7 @@ func (c RetentionConfig) Validate() error {
 			errs = append(errs, &authz.FieldError{Path: f.path, Msg: "must be positive"})
 		case f.d < MinRetention && !c.ForceShort:
 			errs = append(errs, &authz.FieldError{Path: f.path, Msg: fmt.Sprintf(
-				"%s is below the minimum of %s (90 days); set force_below_90_days: true to keep less", fmtDays(f.d), fmtDays(MinRetention))})
+				"%s is below the minimum of %s; set force_below_90_days: true to keep less", fmtDays(f.d), fmtDays(MinRetention))})
 		case f.d < time.Hour:
 			errs = append(errs, &authz.FieldError{Path: f.path, Msg: "must be at least 1h, even when forced"})
 		}

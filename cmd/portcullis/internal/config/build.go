@@ -148,6 +148,7 @@ func (b *builder) build(f *File) *Config {
 	}
 	c.Policy, c.Compiled = b.policy(f.Policy, f.Gateway.Routes, targets)
 	c.Risk = b.risk(f.Risk)
+	c.Retention = b.retention(f.Retention)
 	return c
 }
 

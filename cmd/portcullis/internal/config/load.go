@@ -38,6 +38,8 @@ type Config struct {
 	Store    StoreConfig
 	Audit    audit.FileConfig
 	Risk     risk.Config
+	// Retention says how long the trail and recordings are kept (purge).
+	Retention audit.RetentionConfig
 
 	Policy authz.PolicyConfig
 	// Compiled is Policy compiled (Load has already run authz.Compile).

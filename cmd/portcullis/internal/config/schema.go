@@ -50,6 +50,8 @@ type File struct {
 	Bastion *BastionSection `yaml:"bastion"`
 	// Risk is optional: absent means risk's safe defaults.
 	Risk RiskSection `yaml:"risk"`
+	// Retention is optional: absent means audit 400 days, recordings 90.
+	Retention RetentionSection `yaml:"retention"`
 }
 
 // LogSection configures the process log (stderr).
