@@ -104,6 +104,10 @@ type FileConfig struct {
 	// RollSize also starts a new file before the active one would grow
 	// past this many bytes; 0: no size limit.
 	RollSize int64
+	// IncludeEmail and IncludeName keep the personal-data attributes
+	// AttrEmail and AttrName in records; by default they are dropped
+	// (pii.go): records identify users by their stable ID.
+	IncludeEmail, IncludeName bool
 }
 
 // FileLog appends events as JSON lines to Dir/audit-<instance>.jsonl,
@@ -149,6 +153,7 @@ type FileLog struct {
 	rollEvery time.Duration // see FileConfig
 	rollSize  int64
 	purgeMu   sync.Mutex // one Purge at a time (retention.go)
+	pii       piiFilter  // personal-data attributes dropped from producers' events
 
 	// wake (capacity 1) tells the writer to look at urgent/closed/idle.
 	// Senders never block: a pending wake covers any later one, because
@@ -296,6 +301,7 @@ func newFileLog(cfg FileConfig, opts Options, f interface {
 		dir:       cfg.Dir,
 		rollEvery: cfg.RollEvery,
 		rollSize:  cfg.RollSize,
+		pii:       piiFilter{keepEmail: cfg.IncludeEmail, keepName: cfg.IncludeName},
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		idle:      true,
@@ -324,7 +330,9 @@ func (l *FileLog) PublicKey() ed25519.PublicKey { return l.pub }
 // never dropped for a cancelled request. After Close the event is logged
 // as lost. The log's own record types (TypeCheckpoint, TypeRecovery,
 // TypePurge) cannot be emitted: they are renamed with ReservedPrefix.
+// Personal-data attributes not enabled in the FileConfig are dropped.
 func (l *FileLog) Emit(_ context.Context, e Event) {
+	e.Attrs = l.pii.strip(e.Attrs)
 	if reservedType(e.Type) {
 		l.log.Error("audit: reserved event type emitted by a producer; renamed", "type", e.Type)
 		e.Type = ReservedPrefix + e.Type
