@@ -204,11 +204,18 @@ func (c *chain) seal(rec []byte, typ byte) []byte {
 	return rec
 }
 
-// advance folds a whole chunk (header and ciphertext) into the chain.
+// advance folds a chunk into the chain: its header and its GCM tag. The
+// tag stands for the ciphertext: it is a MAC of it (and of the additional
+// data, so of the chain so far) under the data key. Hashing the
+// ciphertext itself would cost a SHA-256 pass over every recorded byte
+// (~0.9 ns/byte here, measured as a fifth of the bastion's download
+// throughput) for no gain against anyone without the key — and anyone
+// with it can rewrite the chain anyway.
 func (c *chain) advance(rec []byte) {
 	d := sha256.New()
 	d.Write(c.sum[:])
-	d.Write(rec)
+	d.Write(rec[:chunkHeaderSize])
+	d.Write(rec[len(rec)-tagSize:])
 	d.Sum(c.sum[:0])
 }
 

@@ -23,12 +23,14 @@
 //	         sequence number and additional data = chain ‖ type ‖ sequence.
 //
 // The chain starts as SHA-256 of the header's fixed part (so of the
-// recording ID) and becomes SHA-256(chain ‖ chunk header ‖ ciphertext)
-// after each chunk; its final value is the recording's Digest. Binding
-// every chunk to all chunks before it and to the recording ID makes a
-// modified, reordered, deleted or spliced-in chunk fail authentication;
-// the end chunk makes a cut file visibly incomplete. The key slots are
-// outside the chain (rotation changes them) but authenticated themselves.
+// recording ID) and becomes SHA-256(chain ‖ chunk header ‖ GCM tag) after
+// each chunk; its final value is the recording's Digest. The tag is a MAC
+// of the chunk's ciphertext and additional data under the data key, so
+// binding every chunk to the chain before it binds it to all earlier
+// ciphertext and to the recording ID: a modified, reordered, deleted or
+// spliced-in chunk fails authentication, and the end chunk makes a cut
+// file visibly incomplete. The key slots are outside the chain (rotation
+// changes them) but authenticated themselves.
 //
 // Plaintext: chunk 0 holds the JSON Meta; data chunks hold whole frames,
 // the end chunk the last frames and the trailer frame:

@@ -186,9 +186,11 @@ func TestTamper(t *testing.T) {
 			if out.String() != want {
 				t.Fatalf("play showed %q, want %q", out.String(), want)
 			}
-			// The keyless digest changes with any change to the chunks
-			// (and with nothing else).
-			if d, _, derr := Digest(bytes.NewReader(b)); derr == nil && d == digest && tc.want != nil && tc.want != ErrWrongKey && !strings.Contains(tc.name, "header") && !strings.Contains(tc.name, "slot") && !strings.Contains(tc.name, "wrapped") {
+			// The keyless digest changes with any change to the chunks'
+			// headers, tags or order (not with the key slots, which
+			// rotation rewrites; a ciphertext byte is Verify's job).
+			keyless := !strings.Contains(tc.name, "header") && !strings.Contains(tc.name, "slot") && !strings.Contains(tc.name, "wrapped") && !strings.Contains(tc.name, "ciphertext")
+			if d, _, derr := Digest(bytes.NewReader(b)); derr == nil && d == digest && tc.want != nil && tc.want != ErrWrongKey && keyless {
 				t.Fatal("digest unchanged by the change")
 			}
 		})

@@ -101,11 +101,12 @@ func listRecordings(dir string) ([]string, error) {
 
 // Digest computes a recording's chain value without any key, checking
 // only the structure (sequence numbers, types, lengths, the end chunk).
-// It equals Writer.Digest for the untouched file, so comparing it with a
-// digest kept elsewhere (an audit event signed into the trail) detects
-// any change to the chunks — including a cut at a chunk boundary, which
-// the file alone cannot tell from a crash — by someone who may not hold
-// the recording key. It does not authenticate anything by itself.
+// It equals Writer.Digest for the untouched file. Compared with a digest
+// kept elsewhere (an audit event signed into the trail) it tells a
+// recording cut at a chunk boundary, or replaced by another, from the
+// crash-cut one the file alone cannot tell apart; it covers the chunks'
+// tags, not their ciphertext, so only Verify (with the key) proves the
+// content. It authenticates nothing by itself.
 func Digest(r io.Reader) (d [32]byte, chunks int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	h, err := readHeader(br)

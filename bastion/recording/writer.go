@@ -288,9 +288,10 @@ func validID(id string) bool {
 func (w *Writer) Path() string { return w.path }
 
 // Digest is the recording's chain value (see the package comment) once
-// Close has returned nil; ok is false before. It commits to every chunk,
-// so a copy kept elsewhere (an audit event) detects any change to the
-// file, including a cut at a chunk boundary, without the key.
+// Close has returned nil; ok is false before. It commits to every chunk
+// (their headers and tags), so a copy kept elsewhere (an audit event)
+// also detects a cut at a chunk boundary, which the file alone cannot
+// tell from a crash (see Digest).
 func (w *Writer) Digest() (d [32]byte, ok bool) {
 	select {
 	case <-w.done:

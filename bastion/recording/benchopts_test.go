@@ -1,5 +1,0 @@
-package recording
-
-import "testing"
-
-func benchOptions(testing.TB) Options { return Options{Key: testKEK} }
