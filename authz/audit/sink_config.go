@@ -68,7 +68,9 @@ func (c SinkConfig) Validate() error {
 	}
 	switch c.Kind {
 	case SinkSyslog:
-		if _, port, err := net.SplitHostPort(c.Address); err != nil || port == "" {
+		if c.Address == "" {
+			bad("address", "required for kind syslog (host:port)")
+		} else if _, port, err := net.SplitHostPort(c.Address); err != nil || port == "" {
 			bad("address", "must be host:port")
 		}
 		if c.URL != "" || c.Secret != nil {
@@ -82,8 +84,11 @@ func (c SinkConfig) Validate() error {
 			bad("address", "only for kind syslog")
 		}
 	case SinkStdout:
-		if c.Address != "" || c.URL != "" {
-			bad("kind", "stdout takes no address or url")
+		if c.Address != "" || c.TLS != nil {
+			bad("address", "only for kind syslog")
+		}
+		if c.URL != "" || c.Secret != nil {
+			bad("url", "only for kind webhook")
 		}
 	case "":
 		bad("kind", "required: syslog, webhook or stdout")

@@ -16,7 +16,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis/portcullis/authz"
-	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
 	"github.com/portcullis/portcullis/authz/session"
@@ -129,18 +128,7 @@ func (b *builder) build(f *File) *Config {
 	c.AssertionKey = b.ecKey(f.Session.AssertionKey)
 
 	c.Store = b.store(f.Store, c.DataDir)
-	c.Audit = audit.FileConfig{
-		Dir:           b.abs(f.Audit.Dir),
-		Instance:      c.Instance,
-		FlushInterval: time.Duration(f.Audit.FlushInterval),
-		Buffer:        f.Audit.Buffer,
-	}
-	if f.Audit.Dir == "" {
-		c.Audit.Dir = filepath.Join(c.DataDir, "audit")
-	}
-	if f.Audit.Buffer < 0 {
-		b.errAt("audit.buffer", "must not be negative")
-	}
+	c.Audit, c.AuditSinks = b.auditSection(f.Audit, c)
 
 	var targets []BastionTargetSection
 	if f.Bastion != nil {

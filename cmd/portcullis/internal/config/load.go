@@ -37,7 +37,9 @@ type Config struct {
 	Session  session.Config
 	Store    StoreConfig
 	Audit    audit.FileConfig
-	Risk     risk.Config
+	// AuditSinks ship the trail elsewhere (syslog, webhook, stdout).
+	AuditSinks []audit.SinkConfig
+	Risk       risk.Config
 	// Retention says how long the trail and recordings are kept (purge).
 	Retention audit.RetentionConfig
 

@@ -174,11 +174,19 @@ type SentinelSection struct {
 	Password SecretRef `yaml:"password"`
 }
 
-// AuditSection maps to audit.FileConfig.
+// AuditSection maps to audit.FileConfig and the sinks (audit.go).
 type AuditSection struct {
 	Dir           string   `yaml:"dir"` // default <data_dir>/audit
 	FlushInterval Duration `yaml:"flush_interval"`
 	Buffer        int      `yaml:"buffer"`
+	// SigningKey signs checkpoints (Ed25519, PEM PKCS #8); absent: a key
+	// generated beside the trail, with a warning at start-up.
+	SigningKey         SecretRef          `yaml:"signing_key"`
+	CheckpointEvery    *int               `yaml:"checkpoint_every"`
+	CheckpointInterval *Duration          `yaml:"checkpoint_interval"`
+	IncludeEmail       bool               `yaml:"include_email"` // personal data: off by default
+	IncludeName        bool               `yaml:"include_name"`
+	Sinks              []AuditSinkSection `yaml:"sinks"`
 }
 
 // PolicySection maps to authz.PolicyConfig.
