@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/authz/session"
@@ -201,7 +204,36 @@ policy:
 	if err := waitTCP(addr, 20*time.Second); err != nil {
 		return "", "", err
 	}
+	gatewayPIDs.Store(addr, cmd.Process.Pid)
 	return addr, c.Name + "=" + c.Value, nil
+}
+
+// gatewayPIDs maps a gateway's listen address to its process ID, for
+// measurements of its CPU time.
+var gatewayPIDs sync.Map
+
+// processCPU is the user+system CPU time a process has used so far
+// (/proc/PID/stat; Linux clock ticks of 1/100 s).
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name, which may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // portcullisBinary is bin/portcullis (make bench builds it first) or a

@@ -34,7 +34,9 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 
 	type gw struct {
 		name, url, cookie string
+		pid               int
 		rps               []float64
+		cpuPerReq         []float64 // gateway CPU µs per request
 	}
 	on, off := &gw{name: "risk on"}, &gw{name: "risk off"}
 	for _, g := range []*gw{on, off} {
@@ -47,11 +49,28 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 			return fmt.Errorf("%s: %w", g.name, err)
 		}
 		g.url, g.cookie = "https://"+addr+"/", cookie
+		pid, _ := gatewayPIDs.Load(addr)
+		g.pid = pid.(int)
 	}
+	// Besides throughput, each run measures the gateway process's own CPU
+	// time per request: on a shared machine a neighbour's burst changes
+	// how many requests a run gets through far more than what each one
+	// costs, so this is the steadier of the two figures.
 	run := func(g *gw, d time.Duration) (load, error) {
+		cpu0, err := processCPU(g.pid)
+		if err != nil {
+			return load{}, err
+		}
 		l, err := runWrk(ctx, g.url, riskConns, d, "Host: app.localhost", "Cookie: "+g.cookie)
 		if err == nil && l.Errors > 0 {
 			err = fmt.Errorf("%s: %d errors (non-2xx or socket) in %d requests", g.name, l.Errors, l.Requests)
+		}
+		cpu1, cerr := processCPU(g.pid)
+		if err == nil && cerr != nil {
+			err = cerr
+		}
+		if err == nil && l.Requests > 0 {
+			g.cpuPerReq = append(g.cpuPerReq, float64((cpu1-cpu0).Microseconds())/float64(l.Requests))
 		}
 		return l, err
 	}
@@ -64,7 +83,9 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 			}
 		}
 	}
-	var ratios []float64
+	// The warm-up runs' CPU figures are not part of the comparison.
+	on.cpuPerReq, off.cpuPerReq = nil, nil
+	var ratios, cpuRatios []float64
 	for i := range reps {
 		order := []*gw{on, off}
 		if i%2 == 1 {
@@ -78,17 +99,25 @@ func benchRisk(ctx context.Context, r *runner, dur, warm time.Duration, reps int
 			g.rps = append(g.rps, l.RPS)
 		}
 		ratios = append(ratios, on.rps[i]/off.rps[i])
+		// off/on: like the throughput ratio, 1 means no cost, lower is worse.
+		cpuRatios = append(cpuRatios, off.cpuPerReq[i]/on.cpuPerReq[i])
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "rep\trisk on req/s\trisk off req/s\ton/off\t\n")
+	fmt.Fprintf(tw, "rep\trisk on req/s\trisk off req/s\ton/off\ton CPU µs/req\toff CPU µs/req\toff/on\t\n")
 	for i := range reps {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.3f\t\n", i+1, on.rps[i], off.rps[i], ratios[i])
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.3f\t%.1f\t%.1f\t%.3f\t\n", i+1, on.rps[i], off.rps[i], ratios[i],
+			on.cpuPerReq[i], off.cpuPerReq[i], cpuRatios[i])
 	}
 	tw.Flush()
 	metrics["risk_on_over_off_rps"] = round(median(ratios), 3)
 	metrics["risk_on_over_off_rps_min"] = round(slices.Min(ratios), 3)
 	metrics["risk_on_over_off_rps_max"] = round(slices.Max(ratios), 3)
+	metrics["risk_on_over_off_cpu_per_req"] = round(median(cpuRatios), 3)
+	metrics["risk_on_over_off_cpu_per_req_min"] = round(slices.Min(cpuRatios), 3)
+	metrics["risk_on_over_off_cpu_per_req_max"] = round(slices.Max(cpuRatios), 3)
+	metrics["http_gateway_cpu_us_per_req_risk_on"] = round(median(on.cpuPerReq), 1)
+	metrics["http_gateway_cpu_us_per_req_risk_off"] = round(median(off.cpuPerReq), 1)
 	metrics[fmt.Sprintf("http_rps_gateway_risk_on_c%d", riskConns)] = round(median(on.rps), 1)
 	metrics[fmt.Sprintf("http_rps_gateway_risk_off_c%d", riskConns)] = round(median(off.rps), 1)
 	return nil
