@@ -313,7 +313,7 @@ func newCoreEnvWith(t testing.TB, cs coreSetup, opts ...coreOpt) (*coreEnv, chan
 	}
 	g, err := New(cfg, Deps{
 		Policy: &e.policy, Sessions: sess, Store: st, Audit: e.audit, SigningKey: sk,
-		Now: clock.Now, Risk: e.risk, StoreTick: e.tick,
+		Now: clock.Now, Risk: e.risk, StoreTick: e.tick, AuditHealth: e.audit,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

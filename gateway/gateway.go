@@ -149,4 +149,11 @@ type Deps struct {
 	// StoreTick paces the background store pings (tests); nil = every
 	// storePingInterval.
 	StoreTick <-chan time.Time
+	// AuditHealth says whether the audit trail can be written (the
+	// *audit.FileLog); required: while it cannot, new logins and
+	// credentials are refused (audithealth.go).
+	AuditHealth AuditHealth
+	// HealthNotes, optional, adds lines to /healthz (audit sinks that
+	// fall behind); it is called per /healthz request only.
+	HealthNotes func() []string
 }

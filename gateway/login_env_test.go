@@ -77,6 +77,7 @@ type loginEnv struct {
 	policy   *atomic.Pointer[authz.Policy]
 	risk     *risk.Engine
 	tick     chan time.Time // the store pinger's ticks
+	health   *auditHealthFake
 	// origin is https://access.example.com:port
 	origin string
 }
@@ -102,7 +103,7 @@ func newLoginEnv(t *testing.T) *loginEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &loginEnv{t: t, clock: &testClock{t: time.Now().UTC().Truncate(time.Second)}, audit: &audit.Memory{}}
+	e := &loginEnv{t: t, clock: &testClock{t: time.Now().UTC().Truncate(time.Second)}, audit: &audit.Memory{}, health: &auditHealthFake{}}
 
 	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"), store.EmbeddedOptions{Now: e.clock.Now})
 	if err != nil {
@@ -185,7 +186,7 @@ func newLoginEnv(t *testing.T) *loginEnv {
 		Instance:   "gw-test",
 	}, Deps{
 		Policy: e.policy, Sessions: e.sessions, MFA: e.mfa, Identity: prov, Store: st, Audit: e.audit,
-		SigningKey: signing, Now: e.clock.Now, Rand: rand.Reader, Risk: e.risk, StoreTick: e.tick,
+		SigningKey: signing, Now: e.clock.Now, Rand: rand.Reader, Risk: e.risk, StoreTick: e.tick, AuditHealth: e.health,
 	})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)

@@ -224,6 +224,14 @@ func (h *loginHandler) callback(w http.ResponseWriter, r *http.Request) {
 	ev.Decision = audit.Allow
 	ev.Reason = "oidc-verified"
 	ev.Attrs = map[string]string{"mfa_enrolled": fmt.Sprint(enrolled)}
+	// Personal data: the audit log keeps these only when configured to
+	// (audit.include_email / include_name); the user ID is what it needs.
+	if id.Email != "" {
+		ev.Attrs[audit.AttrEmail] = id.Email
+	}
+	if id.Name != "" {
+		ev.Attrs[audit.AttrName] = id.Name
+	}
 	if len(assessed.Anomalies) > 0 {
 		ev.Attrs["anomalies"] = strings.Join(assessed.Anomalies, ",")
 	}

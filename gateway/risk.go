@@ -97,6 +97,10 @@ func (g *Gateway) obey(w http.ResponseWriter, r *http.Request, v risk.Verdict, e
 // gate asks whether userID ("" when not known yet) may authenticate from
 // r's client address; see obey.
 func (g *Gateway) gate(w http.ResponseWriter, r *http.Request, userID string, ev audit.Event) bool {
+	// A trail that cannot be written refuses first (audithealth.go).
+	if !g.auditWritable(w, r, ev) {
+		return false
+	}
 	v, err := g.deps.Risk.Gate(r.Context(), userID, g.clientIP(r))
 	return g.obey(w, r, v, err, ev)
 }

@@ -75,8 +75,8 @@ type Gateway struct {
 }
 
 // New validates cfg and builds a Gateway and starts its store pinger
-// (Close stops it). Deps.Policy, Sessions, Store, Audit, Risk and
-// SigningKey are required; Logger, Now and Rand default to a
+// (Close stops it). Deps.Policy, Sessions, Store, Audit, AuditHealth,
+// Risk and SigningKey are required; Logger, Now and Rand default to a
 // discarding logger, time.Now and crypto/rand.
 func New(cfg Config, deps Deps) (*Gateway, error) {
 	if deps.Sessions == nil {
@@ -100,6 +100,9 @@ func newGateway(cfg Config, deps Deps, sessions sessionAPI) (*Gateway, error) {
 	case deps.Risk == nil:
 		// Never a silent "lockdown off": locks must hold on every door.
 		return nil, errors.New("gateway: Deps.Risk is required")
+	case deps.AuditHealth == nil:
+		// Never a silent "the trail is always fine": fail closed needs it.
+		return nil, errors.New("gateway: Deps.AuditHealth is required")
 	}
 	cfg = cfg.withDefaults()
 	if deps.Logger == nil {

@@ -117,7 +117,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestNewRequiresDeps(t *testing.T) {
 	e, _ := newCoreEnv(t)
-	full := Deps{Policy: &e.policy, Sessions: e.sess, Store: e.st, Audit: e.audit, SigningKey: e.key, Risk: e.risk}
+	full := Deps{Policy: &e.policy, Sessions: e.sess, Store: e.st, Audit: e.audit, SigningKey: e.key, Risk: e.risk, AuditHealth: e.audit}
 	for name, edit := range map[string]func(d *Deps){
 		"policy":      func(d *Deps) { d.Policy = nil },
 		"sessions":    func(d *Deps) { d.Sessions = nil },
@@ -126,6 +126,8 @@ func TestNewRequiresDeps(t *testing.T) {
 		"signing key": func(d *Deps) { d.SigningKey = nil },
 		// Never a silent "lockdown off".
 		"risk": func(d *Deps) { d.Risk = nil },
+		// Never a silent "the trail is always fine".
+		"audit health": func(d *Deps) { d.AuditHealth = nil },
 	} {
 		d := full
 		edit(&d)

@@ -107,9 +107,18 @@ func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h["Content-Type"] = plainTextValue
 	h["Cache-Control"] = noStoreValue
-	body := "ok\n"
+	body := ""
 	if since := g.health.downSince.Load(); since != 0 {
 		body = "degraded: state store unavailable since " + time.Unix(0, since).UTC().Format(time.RFC3339) + "\n"
+	}
+	body += g.auditHealthNote()
+	if g.deps.HealthNotes != nil {
+		for _, n := range g.deps.HealthNotes() {
+			body += n + "\n"
+		}
+	}
+	if body == "" {
+		body = "ok\n"
 	}
 	_, _ = w.Write([]byte(body))
 }

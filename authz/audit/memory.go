@@ -35,6 +35,10 @@ func (m *Memory) Emit(_ context.Context, e Event) {
 // Sync returns nil: Memory holds every event as soon as Emit returns.
 func (m *Memory) Sync(context.Context) error { return nil }
 
+// Healthy returns nil: Memory cannot fail to record (it stands in for
+// FileLog's Healthy in tests).
+func (m *Memory) Healthy() error { return nil }
+
 // Events returns the recorded events in emission order.
 func (m *Memory) Events() []Event {
 	m.mu.Lock()

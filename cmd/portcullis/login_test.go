@@ -101,7 +101,7 @@ func newLoginGateway(t *testing.T) *loginGateway {
 	g, err := gateway.New(gateway.Config{
 		Listen: ln.Addr().String(), AccessHost: "localhost", PublicPort: port, SSHAddr: "bastion.test:2222",
 		TLS: gateway.TLSConfig{Mode: "self-signed", SelfSignedDir: filepath.Join(dir, "tls")},
-	}, gateway.Deps{Policy: &pp, Sessions: lg.sessions, Store: st, Audit: lg.audit, SigningKey: signing, SSHCA: lg.ca, Risk: eng})
+	}, gateway.Deps{Policy: &pp, Sessions: lg.sessions, Store: st, Audit: lg.audit, AuditHealth: lg.audit, SigningKey: signing, SSHCA: lg.ca, Risk: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
