@@ -407,7 +407,7 @@ func TestApprovalUnavailable(t *testing.T) {
 	t.Run("required with an approval URL", func(t *testing.T) {
 		cfg := validConfig(t)
 		cfg.ApprovalURL = testAccessURL
-		deps := Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: testRiskEngine(t)}
+		deps := Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: testRiskEngine(t), AuditHealth: &audit.Memory{}}
 		if _, err := New(cfg, deps); err == nil {
 			t.Fatal("New accepted an approval URL without approvals")
 		}

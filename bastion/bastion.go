@@ -108,6 +108,10 @@ type Deps struct {
 	// reports failures, canary touches, logins and usage to it and obeys
 	// its verdicts (risk.go).
 	Risk Risk
+	// AuditHealth says whether the audit trail can be written (the
+	// *audit.FileLog, required): while it cannot, new connections are
+	// refused (audithealth.go).
+	AuditHealth AuditHealth
 }
 
 // Bastion is the SSH enforcement point. Create it with New and run it with
@@ -126,6 +130,10 @@ type Bastion struct {
 	dialer   Dialer
 	resolver Resolver
 	recOpts  recording.Options
+
+	// auditHealth: new connections are refused while the trail cannot
+	// be written (audithealth.go).
+	auditHealth AuditHealth
 
 	server    *ssh.ServerConfig
 	userCAs   map[string]bool // marshalled trusted user CA keys
@@ -175,6 +183,8 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		return nil, errors.New("bastion: certificate revocations are required")
 	case deps.Risk == nil:
 		return nil, errors.New("bastion: a risk engine is required")
+	case deps.AuditHealth == nil:
+		return nil, errors.New("bastion: an audit health check is required (fail closed when the trail cannot be written)")
 	}
 	b := &Bastion{
 		cfg:        cfg,
@@ -195,6 +205,7 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		tick:       time.Second,
 		denyLinger: 10 * time.Second,
 	}
+	b.auditHealth = deps.AuditHealth
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}

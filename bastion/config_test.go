@@ -90,7 +90,7 @@ func TestConfigValidate(t *testing.T) {
 func TestNewRefuses(t *testing.T) {
 	cfg := validConfig(t)
 	rk := testRiskEngine(t)
-	ok := Deps{Policy: nil, Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: rk}
+	ok := Deps{Policy: nil, Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: rk, AuditHealth: &audit.Memory{}}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -101,6 +101,8 @@ func TestNewRefuses(t *testing.T) {
 		{"no audit", cfg, Deps{Policy: testPolicySource(t), Revocations: failingRevocations{}, Risk: rk}},
 		{"no revocations", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Risk: rk}},
 		{"no risk engine", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Revocations: failingRevocations{}}},
+		// Never a silent "the trail is always fine".
+		{"no audit health", cfg, Deps{Policy: testPolicySource(t), Audit: &audit.Memory{}, Revocations: failingRevocations{}, Risk: rk}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg, tc.deps); err == nil {

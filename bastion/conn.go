@@ -240,6 +240,9 @@ func (c *conn) setup() {
 		}
 		return
 	}
+	if c.auditDown() { // the trail broke since admission (audithealth.go)
+		return
+	}
 	ev.Decision = audit.Allow
 	c.b.audit.Emit(context.Background(), ev)
 	c.grant = g

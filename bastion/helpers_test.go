@@ -215,6 +215,7 @@ type env struct {
 	resolver *fakeResolver
 	risk     *risk.Engine
 	spy      *spyRisk // the bastion's view of risk: every call, then the engine
+	health   *auditHealthFake
 	stop     context.CancelFunc
 	done     chan error
 }
@@ -450,6 +451,10 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	}
 	if opts.deps != nil {
 		opts.deps(&deps)
+	}
+	if deps.AuditHealth == nil {
+		e.health = &auditHealthFake{}
+		deps.AuditHealth = e.health
 	}
 	if deps.Risk == nil {
 		// The engine shares the bastion's store (as in the server), so

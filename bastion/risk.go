@@ -172,6 +172,9 @@ func (b *Bastion) newAuthConn(ctx context.Context, nc net.Conn) *authConn {
 // the key exchange. A refusal is delivered as a banner once the client
 // asks to authenticate (an SSH client shows nothing sent before that).
 func (a *authConn) admit() {
+	if a.auditRefused() { // the trail cannot be written (audithealth.go)
+		return
+	}
 	ctx, cancel := riskCtx(a.ctx)
 	v, err := a.b.risk.Gate(ctx, "", a.src)
 	cancel()

@@ -146,7 +146,7 @@ func runBastionChild(specFile string) error {
 		RecordingDir: spec.recordingDir(),
 		RecordingKey: recKey,
 		Instance:     "bench",
-	}, bastion.Deps{Policy: &policy, Store: st, Audit: al, Revocations: rev, Risk: rk})
+	}, bastion.Deps{Policy: &policy, Store: st, Audit: al, AuditHealth: al, Revocations: rev, Risk: rk})
 	if err != nil {
 		return err
 	}
