@@ -62,10 +62,12 @@ func (in *Instance) openBastion(ctx context.Context, cfg *config.Config, opts Op
 		MFA:         in.MFA,
 		// Built by openRisk before the bastion: the bastion reports
 		// failures and obeys locks through it.
-		Risk:   in.Risk,
-		Logger: log,
-		Now:    opts.Now,
-		Rand:   opts.Rand,
+		Risk: in.Risk,
+		// Fail closed: no new connection while the trail cannot be written.
+		AuditHealth: in.Audit,
+		Logger:      log,
+		Now:         opts.Now,
+		Rand:        opts.Rand,
 	})
 	if err != nil {
 		return fmt.Errorf("bastion: %w", err)

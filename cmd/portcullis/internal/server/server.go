@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,9 @@ type Instance struct {
 	log    *slog.Logger
 	emit   audit.Emitter      // = Audit; an interface so reload is testable alone
 	cancel context.CancelFunc // stops background work (session feed)
+
+	shippers []*audit.Shipper // audit sinks (audit.go)
+	auditBG  sync.WaitGroup   // shippers and the trail's health watcher
 }
 
 // Open builds every component from cfg. ctx bounds start-up work (OIDC
@@ -98,10 +102,11 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 	if in.Store, err = openStore(ctx, cfg.Store, opts); err != nil {
 		return in, err
 	}
-	if in.Audit, err = audit.OpenFile(cfg.Audit, audit.Options{Now: opts.Now, Logger: opts.Logger.With("component", "audit")}); err != nil {
+	// The trail, its sinks and the watcher that alerts when it cannot be
+	// written (audit.go).
+	if err := in.openAudit(bg, cfg, opts); err != nil {
 		return in, err
 	}
-	in.emit = in.Audit
 	sopts := session.Options{Now: opts.Now, Rand: opts.Rand, Logger: opts.Logger.With("component", "session"),
 		FeedLossGrace: cfg.Gateway.StoreGrace}
 	if in.Sessions, err = session.NewManager(cfg.Session, in.Store, sopts); err != nil {
@@ -137,6 +142,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		Rand:       opts.Rand,
 		SSHCA:      in.SSHCA,
 		Risk:       in.Risk,
+		// Fail closed: no new login while the trail cannot be written.
+		AuditHealth: in.Audit,
+		HealthNotes: in.auditHealthNotes,
 	})
 	if err != nil {
 		return in, err
@@ -172,6 +180,7 @@ func (in *Instance) Close() error {
 		in.sshLn.Close() // already closed when the bastion served
 	}
 	in.cancel()
+	in.auditBG.Wait() // sinks stop (their cursors are durable) before the trail closes
 	if in.geo != nil {
 		in.geo.close()
 	}
