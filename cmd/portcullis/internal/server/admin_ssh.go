@@ -37,7 +37,7 @@ const (
 // ServeMux, which would redirect the gateway's %2F-escaped user IDs to a
 // "cleaned" path.
 func (in *Instance) AdminHandler() http.Handler {
-	gw := in.Gateway.AdminHandler()
+	gw := in.retentionAdmin(in.Gateway.AdminHandler()) // purge, delete-user: admin_retention.go
 	if in.Bastion == nil {
 		return gw // /api/admin/ssh/… answers the gateway's 404: no bastion here
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net"
+	"time"
 
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/config"
 )
@@ -22,6 +23,10 @@ func (in *Instance) Run(ctx context.Context, adminLn net.Listener, reload <-chan
 		running++
 		go func() { errc <- in.ServeSSH(ctx) }()
 	}
+	// The daily purge (retention.go) stops with the rest, before Close.
+	purged := make(chan struct{})
+	go func() { defer close(purged); in.runRetention(ctx, time.After) }()
+	defer func() { cancel(); <-purged }()
 	var first error
 	for running > 0 {
 		select {

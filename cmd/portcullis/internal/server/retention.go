@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/bastion/recording"
+)
+
+// Retention: serve purges what has expired once a day (the first time
+// shortly after start, so a server restarted daily still purges), and
+// `portcullis admin purge` does the same on demand over the admin socket.
+// Both go through Instance.Purge, which audit.FileLog.Purge serializes.
+
+const (
+	// retentionFirstRun is how long after start the first purge runs:
+	// late enough to stay out of start-up, early enough that a server
+	// restarted often still purges.
+	retentionFirstRun = 2 * time.Minute
+	// retentionEvery is the period of the purge after the first one.
+	retentionEvery = 24 * time.Hour
+	// retentionActor is the actor of the daily purge's records.
+	retentionActor = "retention"
+)
+
+// Purge deletes the trail files and recordings older than the configured
+// retention, after recording a signed purge record in the trail (see
+// audit.FileLog.Purge); dryRun lists them only. actor is recorded.
+func (in *Instance) Purge(ctx context.Context, actor string, dryRun bool) (audit.PurgeResult, error) {
+	opts := audit.PurgeOptions{Retention: in.Config.Retention, DryRun: dryRun, Actor: actor}
+	if in.Config.Bastion != nil {
+		opts.RecordingDir = in.Config.Bastion.RecordingDir
+		opts.RecordingExts = []string{recording.FileExt}
+	}
+	return in.Audit.Purge(ctx, opts)
+}
+
+// runRetention purges after retentionFirstRun and then every
+// retentionEvery until ctx ends. after is time.After outside tests.
+func (in *Instance) runRetention(ctx context.Context, after func(time.Duration) <-chan time.Time) {
+	wait := retentionFirstRun
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-after(wait):
+		}
+		wait = retentionEvery
+		res, err := in.Purge(ctx, retentionActor, false)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			// The next run retries; nothing was deleted that the trail does
+			// not account for.
+			in.log.Error("retention: purge failed", "err", err, "trail_files", len(res.Files), "recordings", len(res.Recordings))
+		case len(res.Files) > 0 || len(res.Recordings) > 0:
+			in.log.Info("retention: purged expired data", "trail_files", len(res.Files), "records", res.Records,
+				"through_seq", res.ThroughSeq, "recordings", len(res.Recordings), "purge_record_seq", res.RecordSeq)
+		}
+	}
+}
