@@ -63,7 +63,7 @@ func (c *adminConn) client() (*adminclient.Client, error) {
 	})
 }
 
-const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock|rotate-key ..."
+const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock|purge|delete-user|rotate-key ..."
 
 func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conn := &adminConn{socket: DefaultAdminSocket, timeout: 30 * time.Second}
@@ -106,6 +106,10 @@ func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return adminLock(ctx, conn, subArgs, stdout, stderr)
 	case "unlock":
 		return adminUnlock(ctx, conn, subArgs, stdout, stderr)
+	case "purge":
+		return adminPurge(ctx, conn, subArgs, stdout, stderr)
+	case "delete-user":
+		return adminDeleteUser(ctx, conn, subArgs, stdout, stderr)
 	default:
 		return usageError(fs, stderr, "unknown command %q", sub)
 	}

@@ -84,6 +84,8 @@ Usage:
       locks                             account locks and source blocks
       lock USER --reason TEXT           lock an account on every instance (ends its sessions)
       unlock (USER | user:ID | ip:ADDR[/BITS]) --reason TEXT
+      purge [--dry-run]                 delete trail files and recordings past their retention (socket only)
+      delete-user USER [--reason TEXT]  erase a user's MFA, sessions, SSH certificates, risk profile (socket only)
       rotate-key --old-key FILE --new-key FILE --dir DIR   re-wrap every recording's key (offline)
   portcullis play (--key FILE | --config FILE) [--speed X] [--max-idle D] RECORDING
   portcullis recording info (--key FILE | --config FILE) [--json] RECORDING
