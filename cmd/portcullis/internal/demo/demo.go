@@ -405,6 +405,7 @@ Portcullis demo is running (everything on 127.0.0.1; data in %s).
           portcullis admin --socket %s users
           portcullis admin --socket %s explain --user bob --groups engineers --app grafana --path /admin --ip 127.0.0.1
   Audit   %s
+          portcullis audit verify %s   (hash chain and signatures; the demo keeps its key beside the trail)
 
 Press Ctrl-C to stop.
 `, dataDir, info.DashboardURL, info.AccessURL,
@@ -414,5 +415,6 @@ Press Ctrl-C to stop.
 		sshPort, engineerLogin, targetName, sshHost,
 		filepath.Join(dataDir, "recordings")+string(filepath.Separator),
 		filepath.Join(dataDir, recordingKeyName), filepath.Join(dataDir, recordingKeyName),
-		info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, filepath.Join(dataDir, "audit")+string(filepath.Separator))
+		info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, filepath.Join(dataDir, "audit")+string(filepath.Separator),
+		filepath.Join(dataDir, "audit"))
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
+	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/adminclient"
 )
 
@@ -122,7 +123,8 @@ func TestDemo(t *testing.T) {
 	_, sshPort, _ := net.SplitHostPort(info.SSHAddr)
 	for _, want := range []string{info.DashboardURL, "alice / " + info.Passwords["alice"], "bob   / " + info.Passwords["bob"], "curl -k", "admin --socket",
 		"portcullis login --proxy " + info.AccessURL + " --ca-file " + filepath.Join(dir, certName),
-		"ssh -p " + sshPort + " " + info.Logins[len(info.Logins)-1] + "@demo-target@127.0.0.1", info.SSHHostKey} {
+		"ssh -p " + sshPort + " " + info.Logins[len(info.Logins)-1] + "@demo-target@127.0.0.1", info.SSHHostKey,
+		"portcullis audit verify " + filepath.Join(dir, "audit")} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}
@@ -194,6 +196,10 @@ func TestDemo(t *testing.T) {
 	}
 	if bytes.Contains(trail, []byte(info.Passwords["bob"])) || bytes.Contains(trail, []byte(m[1])) {
 		t.Error("audit trail contains a password or TOTP secret")
+	}
+	// What the banner tells the user to run holds: the trail verifies.
+	if rep, err := audit.Verify(filepath.Join(dir, "audit"), nil, audit.VerifyOptions{}); err != nil || !rep.OK() {
+		t.Errorf("the demo's audit trail does not verify: %v\n%s", err, rep)
 	}
 
 	// A restart keeps passwords and certificate (the browser exception
