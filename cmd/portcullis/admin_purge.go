@@ -47,8 +47,11 @@ func adminPurge(ctx context.Context, conn *adminConn, args []string, stdout, std
 			return code
 		}
 	}
-	if res.RecordSeq != 0 {
-		fmt.Fprintf(stdout, "signed purge record: seq %d (through seq %d); audit verify accepts the trail's new start\n", res.RecordSeq, res.ThroughSeq)
+	switch {
+	case res.RecordSeq != 0 && res.ThroughSeq != 0:
+		fmt.Fprintf(stdout, "signed purge record: seq %d (trail purged through seq %d); audit verify accepts the trail's new start\n", res.RecordSeq, res.ThroughSeq)
+	case res.RecordSeq != 0:
+		fmt.Fprintf(stdout, "signed purge record: seq %d\n", res.RecordSeq)
 	}
 	return exitOK
 }
