@@ -14,7 +14,11 @@
 // accounting on vs `risk: {disabled: true}`, alternating runs of the same
 // wrk load (metric risk_on_over_off_rps, the median ratio).
 //
-// `-only http`, `-only ssh` or `-only risk` runs one part.
+// Audit (audit.go): the audit trail's durable throughput, parallel
+// emitters into a FileLog with fsync group commit every 10 ms (metric
+// audit_events_per_s), and offline verify speed.
+//
+// `-only http`, `-only ssh`, `-only risk` or `-only audit` runs one part.
 //
 // Figures are merged into the JSON file named by BENCH_OUT (default
 // e2e/bench/results.json) as {"metrics": {name: number}}.
@@ -38,12 +42,12 @@ func main() {
 	dur := flag.Duration("d", 10*time.Second, "duration of each load run")
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up before each measured run")
 	out := flag.String("out", envOr("BENCH_OUT", filepath.Join(harness.RepoRoot(), "e2e", "bench", "results.json")), "JSON results file (merged)")
-	only := flag.String("only", "", `run only the "http", "ssh" or "risk" benchmarks (default: all)`)
+	only := flag.String("only", "", `run only the "http", "ssh", "risk" or "audit" benchmarks (default: all)`)
 	riskReps := flag.Int("risk-reps", 10, "pairs of alternating risk on/off runs")
 	riskDur := flag.Duration("risk-d", 5*time.Second, "duration of each risk on/off run")
 	flag.Parse()
-	if *only != "" && *only != "http" && *only != "ssh" && *only != "risk" {
-		fmt.Fprintf(os.Stderr, "bench: -only must be http, ssh or risk, not %q\n", *only)
+	if *only != "" && *only != "http" && *only != "ssh" && *only != "risk" && *only != "audit" {
+		fmt.Fprintf(os.Stderr, "bench: -only must be http, ssh, risk or audit, not %q\n", *only)
 		os.Exit(2)
 	}
 	if *riskReps < 1 {
@@ -74,6 +78,13 @@ func main() {
 	if want("risk") {
 		if err := benchRisk(context.Background(), env, *riskDur, *warm, *riskReps, metrics); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: risk:", err)
+			env.cleanup()
+			os.Exit(1)
+		}
+	}
+	if want("audit") {
+		if err := benchAudit(env, *dur, *warm, metrics); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: audit:", err)
 			env.cleanup()
 			os.Exit(1)
 		}
