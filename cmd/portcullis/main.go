@@ -56,6 +56,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return cmdPlay(ctx, rest, stdout, stderr)
 	case "recording":
 		return cmdRecording(rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
@@ -87,6 +89,7 @@ Usage:
       purge [--dry-run]                 delete trail files and recordings past their retention (socket only)
       delete-user USER [--reason TEXT]  erase a user's MFA, sessions, SSH certificates, risk profile (socket only)
       rotate-key --old-key FILE --new-key FILE --dir DIR   re-wrap every recording's key (offline)
+  portcullis audit verify [--pubkey FILE] DIR   check the audit trail (offline; exit 0 only when it verifies)
   portcullis play (--key FILE | --config FILE) [--speed X] [--max-idle D] RECORDING
   portcullis recording info (--key FILE | --config FILE) [--json] RECORDING
   portcullis recording export (--key FILE | --config FILE) --format asciicast [-o FILE] RECORDING

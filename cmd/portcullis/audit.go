@@ -1,0 +1,77 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"io"
+
+	"github.com/portcullis/portcullis/authz/audit"
+)
+
+// The audit command family: offline tools over the audit trail.
+
+const auditUsage = `Usage: portcullis audit COMMAND
+
+Commands:
+  verify [--pubkey FILE] DIR   check the hash chain, signed checkpoints and head markers
+                               of every instance's trail in DIR (offline)
+
+Exit status of verify: 0 everything verifies, 1 a problem was found, 2 the
+directory or key could not be read, or a usage error.
+`
+
+func cmdAudit(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "verify":
+		return auditVerify(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, auditUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "portcullis audit: unknown command %q\n\n%s", args[0], auditUsage)
+		return exitUsage
+	}
+}
+
+// auditVerify runs audit.Verify and reports exactly what it found: the
+// report's text on stdout and its exit code. It needs only public keys.
+// Without --pubkey the copy beside the trail is used; whoever can edit
+// the trail can replace that copy too, so the command says so on stderr
+// as well as in the report.
+func auditVerify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("audit verify", "portcullis audit verify [--pubkey FILE] DIR", stderr)
+	pubkey := fs.String("pubkey", "", "PEM file of trusted public keys, kept apart from the trail (default: the copy beside the trail, with a warning)")
+	pos, code, ok := parseArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return usageError(fs, stderr, "want exactly one audit directory, got %d arguments", len(pos))
+	}
+	dir := pos[0]
+	var keys []ed25519.PublicKey
+	var opts audit.VerifyOptions
+	if *pubkey != "" {
+		var err error
+		if keys, err = audit.ReadPublicKeys(*pubkey); err != nil {
+			fmt.Fprintf(stderr, "portcullis audit verify: %v\n", err)
+			return exitUsage
+		}
+		opts.KeySource = "--pubkey " + *pubkey
+	}
+	rep, err := audit.Verify(dir, keys, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "portcullis audit verify: %v\n", err)
+		return exitUsage
+	}
+	if rep.BesideKey {
+		fmt.Fprintln(stderr, "portcullis audit verify: WARNING: no --pubkey given: verified with the public key stored beside the trail,\n"+
+			"  which whoever can edit the trail can also replace. Verify with --pubkey and a copy of the key kept elsewhere.")
+	}
+	fmt.Fprint(stdout, rep.String())
+	return rep.ExitCode()
+}
