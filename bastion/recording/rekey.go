@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 )
 
 // RekeyOutcome says what Rekey did.
@@ -50,9 +51,17 @@ func Rekey(path string, oldKey, newKey *Key) (RekeyOutcome, error) {
 	if err != nil {
 		return RekeyFailed, fmt.Errorf("recording: %w", err)
 	}
+	// Retention ages recordings by modification time: re-wrapping a key
+	// must not make an old recording look new (it would never be purged).
+	fi, serr := f.Stat()
 	out, err := rekey(f, oldKey, newKey, rand.Reader)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		return RekeyFailed, fmt.Errorf("recording: %w", cerr)
+	}
+	if err == nil && serr == nil {
+		if terr := os.Chtimes(path, time.Time{}, fi.ModTime()); terr != nil {
+			return out, fmt.Errorf("recording: keeping the modification time: %w", terr)
+		}
 	}
 	return out, err
 }

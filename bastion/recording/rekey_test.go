@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestRekey: after rotation the old key fails with ErrWrongKey naming
@@ -20,6 +21,10 @@ func TestRekey(t *testing.T) {
 	b, digest := markerRecording(t, "s1", oldKey, 3)
 	path := filepath.Join(dir, "s1"+FileExt)
 	writeTestFile(t, path, string(b))
+	old := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name     string
 		old, new *Key
@@ -45,6 +50,10 @@ func TestRekey(t *testing.T) {
 	res, err := Verify(path, newKey)
 	if err != nil || res.Digest != digest || res.KeyID != newKey.ID() {
 		t.Fatalf("new key: %+v %v", res, err)
+	}
+	// Retention ages recordings by modification time.
+	if fi, err := os.Stat(path); err != nil || !fi.ModTime().Equal(old) {
+		t.Fatalf("rotation changed the modification time: %v %v", fi.ModTime(), err)
 	}
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(after[HeaderSize:], b[HeaderSize:]) || !bytes.Equal(after[:fixedSize], b[:fixedSize]) {
