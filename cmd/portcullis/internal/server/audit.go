@@ -108,3 +108,27 @@ func (in *Instance) SinkStatus() []audit.SinkStatus {
 	}
 	return out
 }
+
+// sinkView is a sink's configuration with the *tls.Config (rebuilt on
+// every load, so never equal by pointer) reduced to what the file says.
+type sinkView struct {
+	audit.SinkConfig
+	TLS        bool
+	ServerName string
+	Roots      bool
+	ClientCert int
+}
+
+// sinksView makes sink configurations comparable for restartSections.
+func sinksView(sinks []audit.SinkConfig) []sinkView {
+	out := make([]sinkView, 0, len(sinks))
+	for _, s := range sinks {
+		v := sinkView{SinkConfig: s}
+		if s.TLS != nil {
+			v.TLS, v.ServerName, v.Roots, v.ClientCert = true, s.TLS.ServerName, s.TLS.RootCAs != nil, len(s.TLS.Certificates)
+		}
+		v.SinkConfig.TLS = nil
+		out = append(out, v)
+	}
+	return out
+}

@@ -178,3 +178,23 @@ func TestAuditSinkFromConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartSectionsSinks: a change to the sinks needs a restart and is
+// named; the same file loaded twice (fresh TLS objects) is no change.
+func TestRestartSectionsSinks(t *testing.T) {
+	f := testfixture.New(t)
+	cfgFile, err := os.OpenFile(f.ConfigPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(cfgFile, "audit:\n  sinks:\n    - {name: siem, kind: syslog, address: \"siem.example.com:6514\"}\n")
+	cfgFile.Close()
+	a, b := load(t, f), load(t, f)
+	if got := restartSections(a, b); len(got) != 0 {
+		t.Fatalf("unchanged file reported %v", got)
+	}
+	b.AuditSinks[0].Address = "other.example.com:6514"
+	if got := restartSections(a, b); len(got) != 1 || got[0] != "audit.sinks" {
+		t.Fatalf("got %v", got)
+	}
+}

@@ -51,6 +51,7 @@ func restartSections(old, cur *config.Config) []string {
 		{"session.assertion_key", true, old.AssertionKey != nil && old.AssertionKey.Equal(cur.AssertionKey)},
 		{"store", storeView(old.Store), storeView(cur.Store)},
 		{"audit", old.Audit, cur.Audit},
+		{"audit.sinks", sinksView(old.AuditSinks), sinksView(cur.AuditSinks)},
 		{"retention", old.Retention, cur.Retention},
 		{"bastion", bastionView(old), bastionView(cur)},
 	} {
