@@ -404,6 +404,7 @@ Portcullis demo is running (everything on 127.0.0.1; data in %s).
           portcullis admin --socket %s watch SSH-SESSION   (or kill SSH-SESSION --reason TEXT)
           portcullis admin --socket %s users
           portcullis admin --socket %s explain --user bob --groups engineers --app grafana --path /admin --ip 127.0.0.1
+          portcullis admin --socket %s locks   (5 wrong TOTP codes lock an account; admin unlock USER --reason TEXT)
   Audit   %s
           portcullis audit verify %s   (hash chain and signatures; the demo keeps its key beside the trail)
 
@@ -415,6 +416,6 @@ Press Ctrl-C to stop.
 		sshPort, engineerLogin, targetName, sshHost,
 		filepath.Join(dataDir, "recordings")+string(filepath.Separator),
 		filepath.Join(dataDir, recordingKeyName), filepath.Join(dataDir, recordingKeyName),
-		info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, filepath.Join(dataDir, "audit")+string(filepath.Separator),
+		info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, info.AdminSocket, filepath.Join(dataDir, "audit")+string(filepath.Separator),
 		filepath.Join(dataDir, "audit"))
 }
