@@ -2,10 +2,13 @@ package main
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/bastion/recording"
 )
 
 // The audit command family: offline tools over the audit trail.
@@ -13,8 +16,11 @@ import (
 const auditUsage = `Usage: portcullis audit COMMAND
 
 Commands:
-  verify [--pubkey FILE] DIR   check the hash chain, signed checkpoints and head markers
-                               of every instance's trail in DIR (offline)
+  verify [--pubkey FILE] [--recordings DIR (--key FILE | --config FILE) [--allow-incomplete]] DIR
+                               check the hash chain, signed checkpoints and head markers
+                               of every instance's trail in DIR (offline); with
+                               --recordings, also authenticate every chunk of every
+                               session recording in that directory
 
 Exit status of verify: 0 everything verifies, 1 a problem was found, 2 the
 directory or key could not be read, or a usage error.
@@ -43,8 +49,10 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 // the trail can replace that copy too, so the command says so on stderr
 // as well as in the report.
 func auditVerify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("audit verify", "portcullis audit verify [--pubkey FILE] DIR", stderr)
+	fs := newFlagSet("audit verify", "portcullis audit verify [--pubkey FILE] [--recordings DIR (--key FILE | --config FILE)] DIR", stderr)
 	pubkey := fs.String("pubkey", "", "PEM file of trusted public keys, kept apart from the trail (default: the copy beside the trail, with a warning)")
+	recDir := fs.String("recordings", "", "also verify the session recordings in `DIR` (needs the recording key)")
+	kf := addKeyFlags(fs)
 	pos, code, ok := parseArgs(fs, args)
 	if !ok {
 		return code
@@ -53,6 +61,14 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 		return usageError(fs, stderr, "want exactly one audit directory, got %d arguments", len(pos))
 	}
 	dir := pos[0]
+	var recKey *recording.Key
+	if *recDir != "" {
+		if recKey, code, ok = kf.load(fs, stderr); !ok {
+			return code
+		}
+	} else if *kf.key != "" || *kf.config != "" {
+		return usageError(fs, stderr, "--key and --config go with --recordings")
+	}
 	var keys []ed25519.PublicKey
 	var opts audit.VerifyOptions
 	if *pubkey != "" {
@@ -73,5 +89,40 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 			"  which whoever can edit the trail can also replace. Verify with --pubkey and a copy of the key kept elsewhere.")
 	}
 	fmt.Fprint(stdout, rep.String())
-	return rep.ExitCode()
+	status := rep.ExitCode()
+	if *recDir != "" {
+		if rc := verifyRecordings(*recDir, recKey, *kf.allowIncomplete, stdout, stderr); rc > status {
+			status = rc
+		}
+	}
+	return status
+}
+
+// verifyRecordings authenticates every recording in dir and prints one
+// line per recording; the status is 1 when any is tampered with, under
+// another key, corrupt, or (without allowIncomplete) cut short.
+func verifyRecordings(dir string, key *recording.Key, allowIncomplete bool, stdout, stderr io.Writer) int {
+	entries, err := recording.VerifyDir(dir, key)
+	if err != nil {
+		fmt.Fprintf(stderr, "portcullis audit verify: recordings: %v\n", err)
+		return exitUsage
+	}
+	bad, incomplete := 0, 0
+	for _, e := range entries {
+		switch {
+		case e.Err == nil:
+			fmt.Fprintf(stdout, "recording %s: OK (%d chunks)\n", filepath.Base(e.Path), e.Result.Chunks)
+		case errors.Is(e.Err, recording.ErrTruncated):
+			incomplete++
+			fmt.Fprintf(stdout, "recording %s: INCOMPLETE: %v\n", filepath.Base(e.Path), e.Err)
+		default:
+			bad++
+			fmt.Fprintf(stdout, "recording %s: FAILED: %v\n", filepath.Base(e.Path), e.Err)
+		}
+	}
+	fmt.Fprintf(stdout, "recordings: %d verified, %d incomplete, %d failed\n", len(entries)-bad-incomplete, incomplete, bad)
+	if bad > 0 || (incomplete > 0 && !allowIncomplete) {
+		return exitFail
+	}
+	return exitOK
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/bastion/recording"
 )
 
 // writeAuditTrail writes a trail with a real FileLog (several group
@@ -69,7 +70,9 @@ func TestAuditVerifyCLI(t *testing.T) {
 		{"two directories", []string{"audit", "verify", dir, dir}, exitUsage, "", "exactly one audit directory", ""},
 		{"no subcommand", []string{"audit"}, exitUsage, "", "portcullis audit COMMAND", ""},
 		{"unknown subcommand", []string{"audit", "check"}, exitUsage, "", `unknown command "check"`, ""},
-		{"help", []string{"audit", "--help"}, exitOK, "verify [--pubkey FILE] DIR", "", ""},
+		{"help", []string{"audit", "--help"}, exitOK, "verify [--pubkey FILE] [--recordings DIR", "", ""},
+		{"--key without --recordings", []string{"audit", "verify", "--key", "k", dir}, exitUsage, "", "go with --recordings", ""},
+		{"--recordings without a key", []string{"audit", "verify", "--recordings", dir, dir}, exitUsage, "", "recordings are encrypted", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,5 +110,63 @@ func TestAuditVerifyCLITampered(t *testing.T) {
 	code, out, errOut := runCLI(t, "audit", "verify", "--pubkey", pubFile, dir)
 	if code != 1 || !strings.Contains(out, "FAILED") || !strings.Contains(out, "modified") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
+// TestAuditVerifyRecordings: with --recordings, verify also authenticates
+// every recording, and a modified, cut or foreign-key recording fails it
+// even when the trail itself is fine.
+func TestAuditVerifyRecordings(t *testing.T) {
+	trail := t.TempDir()
+	writeAuditTrail(t, trail)
+	key := keyFile(t, testKeyHex)
+	otherKey := keyFile(t, strings.Repeat("a5", 32)+"\n")
+	good := func(t *testing.T) string {
+		dir := t.TempDir()
+		writeRecording(t, dir)
+		return dir
+	}
+	for _, tc := range []struct {
+		name  string
+		dir   func(t *testing.T) string
+		key   string
+		extra []string
+		code  int
+		want  string
+	}{
+		{"intact", good, key, nil, exitOK, "recordings: 1 verified, 0 incomplete, 0 failed"},
+		{"byte flipped", func(t *testing.T) string {
+			dir := good(t)
+			p, _ := filepath.Glob(filepath.Join(dir, "*"+recording.FileExt))
+			b, _ := os.ReadFile(p[0])
+			b[len(b)/2] ^= 1
+			os.WriteFile(p[0], b, 0o600)
+			return dir
+		}, key, nil, exitFail, "FAILED"},
+		{"cut short", func(t *testing.T) string {
+			dir := good(t)
+			p, _ := filepath.Glob(filepath.Join(dir, "*"+recording.FileExt))
+			cut := truncate(t, p[0])
+			os.Remove(p[0])
+			os.Rename(cut, p[0])
+			return dir
+		}, key, nil, exitFail, "INCOMPLETE"},
+		{"cut short, allowed", func(t *testing.T) string {
+			dir := good(t)
+			p, _ := filepath.Glob(filepath.Join(dir, "*"+recording.FileExt))
+			cut := truncate(t, p[0])
+			os.Remove(p[0])
+			os.Rename(cut, p[0])
+			return dir
+		}, key, []string{"--allow-incomplete"}, exitOK, "1 incomplete"},
+		{"another key", good, otherKey, nil, exitFail, "FAILED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"audit", "verify", "--recordings", tc.dir(t), "--key", tc.key}, tc.extra...)
+			code, out, errOut := runCLI(t, append(args, trail)...)
+			if code != tc.code || !strings.Contains(out, tc.want) || !strings.Contains(out, ": OK") {
+				t.Fatalf("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errOut)
+			}
+		})
 	}
 }
