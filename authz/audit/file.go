@@ -443,6 +443,13 @@ func (l *FileLog) Sync(ctx context.Context) error {
 	since := l.attempts
 	l.urgent = true
 	l.signal()
+	return l.waitLocked(ctx, since, func() bool { return l.durable >= target })
+}
+
+// waitLocked waits (l.mu held) until done reports true, or returns the
+// error of a write attempt started after since, ErrClosed when the log
+// closed first, or ctx's error when ctx ends first.
+func (l *FileLog) waitLocked(ctx context.Context, since uint64, done func() bool) error {
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
 			l.mu.Lock()
@@ -451,7 +458,7 @@ func (l *FileLog) Sync(ctx context.Context) error {
 		})
 		defer stop()
 	}
-	for l.durable < target {
+	for !done() {
 		switch {
 		case l.err != nil && l.failedAt > since:
 			return fmt.Errorf("audit: %w", l.err)

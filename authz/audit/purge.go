@@ -363,27 +363,5 @@ func (l *FileLog) checkpointAfter(ctx context.Context, seq uint64) error {
 	since := l.attempts
 	l.forceCkpt, l.urgent = true, true
 	l.signal()
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
-			l.mu.Lock()
-			l.cond.Broadcast()
-			l.mu.Unlock()
-		})
-		defer stop()
-	}
-	for l.ckptSeq <= seq {
-		switch {
-		case l.err != nil && l.failedAt > since:
-			return fmt.Errorf("audit: %w", l.err)
-		case l.stopped:
-			if l.err != nil {
-				return fmt.Errorf("audit: %w", l.err)
-			}
-			return ErrClosed
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		l.cond.Wait()
-	}
-	return nil
+	return l.waitLocked(ctx, since, func() bool { return l.ckptSeq > seq })
 }
