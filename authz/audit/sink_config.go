@@ -108,11 +108,19 @@ func (c SinkConfig) Validate() error {
 }
 
 // checkSinkURL accepts https URLs, and http only to a loopback address:
-// records name users and addresses (as risk's alert webhooks).
+// records name users and addresses.
 func checkSinkURL(raw string) error {
 	if raw == "" {
 		return errors.New("required for kind webhook")
 	}
+	return CheckWebhookURL(raw)
+}
+
+// CheckWebhookURL accepts absolute https URLs without credentials, and
+// http only to a loopback address (a local relay): what is posted names
+// users and addresses, so it never crosses a network in the clear.
+// Audit sinks and risk alert webhooks both use it.
+func CheckWebhookURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
 		return errors.New("must be an absolute https URL without credentials")

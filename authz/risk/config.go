@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/authz/audit"
 )
 
 // Signal is a kind of failure reported by an enforcement point. Its
@@ -289,7 +289,7 @@ func (c Config) Validate() error {
 	names, sinks := map[string]int{}, map[string]int{}
 	for i, w := range c.Webhooks {
 		f := fmt.Sprintf("alerts.webhooks[%d]", i)
-		if err := checkWebhookURL(w.URL); err != nil {
+		if err := audit.CheckWebhookURL(w.URL); err != nil {
 			bad(f+".url", "%v", err)
 		}
 		if w.Format != "json" && w.Format != "slack" {
@@ -324,25 +324,6 @@ func checkThreshold(bad func(string, string, ...any), field string, t Threshold,
 	if t.Window < time.Second || t.Window > maxWindow {
 		bad(field+".window", "must be between 1s and %s", maxWindow)
 	}
-}
-
-// checkWebhookURL accepts https URLs, and http only to a loopback
-// address (a local relay): alerts name users and addresses.
-func checkWebhookURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return errors.New("must be an absolute https URL without credentials")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if a, err := netip.ParseAddr(u.Hostname()); (err == nil && a.IsLoopback()) || u.Hostname() == "localhost" {
-			return nil
-		}
-		return errors.New("http is allowed only to a loopback address; use https")
-	}
-	return errors.New("must be an https URL")
 }
 
 func knownSignal(s Signal) bool {
