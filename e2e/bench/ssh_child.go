@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -177,10 +178,10 @@ func runBastionChild(specFile string) error {
 	return bst.Serve(ctx, ln)
 }
 
-// reportMemory prints the Go runtime's view (after a GC) and writes a heap
-// profile when asked to.
+// reportMemory prints the Go runtime's view (after a GC, with freed
+// memory returned to the OS) and writes a heap profile when asked to.
 func reportMemory(heapProfile string) {
-	runtime.GC()
+	debug.FreeOSMemory() // a GC, then the scavenger's work done at once
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("memstats heap_inuse=%d stack_inuse=%d goroutines=%d\n", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())

@@ -16,7 +16,11 @@ import (
 type idleResult struct {
 	sessions   int
 	rss0, rss1 int64
-	kib        float64 // RSS delta per session
+	kib        float64 // RSS delta per session, settled (see idleMemory)
+	// immediateKiB is the RSS delta per session read 3 s after the last
+	// session opened, before any GC: it includes the garbage of the
+	// thousand logins, not only what the idle sessions hold.
+	immediateKiB float64
 	heapKiB    float64 // Go heap in use + stacks delta per session, after GC
 	note       string  // why fewer sessions than asked were measured
 }
@@ -82,11 +86,19 @@ func (sb *sshBench) idleMemory(ctx context.Context, n int) (idleResult, error) {
 	}
 	time.Sleep(2 * time.Second)
 	var res idleResult
-	if res.rss0, err = b.rss(); err != nil {
+	rssNow0, err := b.rss()
+	if err != nil {
 		return res, err
 	}
+	// memstats has the child collect garbage and return freed memory to
+	// the OS (debug.FreeOSMemory): the state an idle process reaches by
+	// itself within minutes (a GC at least every 2 min, the background
+	// scavenger). Both readings are taken the same way.
 	ms0, err := b.memstats()
 	if err != nil {
+		return res, err
+	}
+	if res.rss0, err = b.rss(); err != nil {
 		return res, err
 	}
 
@@ -106,13 +118,18 @@ func (sb *sshBench) idleMemory(ctx context.Context, n int) (idleResult, error) {
 	// Let the last sessions settle (recording headers flushed, buffers
 	// returned) before reading.
 	time.Sleep(3 * time.Second)
-	if res.rss1, err = b.rss(); err != nil {
+	rssNow1, err := b.rss()
+	if err != nil {
 		return res, err
 	}
 	ms1, err := b.memstats()
 	if err != nil {
 		return res, err
 	}
+	if res.rss1, err = b.rss(); err != nil {
+		return res, err
+	}
+	res.immediateKiB = float64(rssNow1-rssNow0) / 1024 / float64(res.sessions)
 	res.kib = float64(res.rss1-res.rss0) / 1024 / float64(res.sessions)
 	res.heapKiB = float64(heapStack(ms1)-heapStack(ms0)) / 1024 / float64(res.sessions)
 	fmt.Printf("  bastion before: %s\n  bastion after:  %s\n", ms0, ms1)
