@@ -21,8 +21,8 @@ type idleResult struct {
 	// session opened, before any GC: it includes the garbage of the
 	// thousand logins, not only what the idle sessions hold.
 	immediateKiB float64
-	heapKiB    float64 // Go heap in use + stacks delta per session, after GC
-	note       string  // why fewer sessions than asked were measured
+	heapKiB      float64 // Go heap in use + stacks delta per session, after GC
+	note         string  // why fewer sessions than asked were measured
 }
 
 // idleOpeners is how many sessions are being opened at once.
