@@ -321,10 +321,11 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 		if dec.Rule != "" || dec.Role != "" {
 			ev.Attrs = map[string]string{"role": dec.Role, "rule": dec.Rule}
 		}
-		if authed {
+		if authed && userInitiated(r) {
 			// Only denied requests pay for this (store round trips);
 			// allowed ones never do. The answer stays a denial either
-			// way: a store failure here only loses the count.
+			// way: a store failure here only loses the count. Requests
+			// another site caused are not counted (see userInitiated).
 			v, err := g.deps.Risk.Fail(ctx, risk.SignalDenied, rec.UserID, ip)
 			if err != nil {
 				g.log.ErrorContext(ctx, "counting a denied decision", "user_id", rec.UserID, "err", err)
@@ -372,6 +373,13 @@ func (g *Gateway) canaryTouched(w http.ResponseWriter, r *http.Request, name, pa
 		if s, err := g.sessions.Lookup(ctx, tok); err == nil {
 			ev.UserID, ev.SessionID = s.UserID, s.ID
 		}
+	}
+	if !userInitiated(r) {
+		// Another site made the browser ask: deny and alert, but lock
+		// and block nobody (a link must not lock its victim out).
+		g.deps.Risk.CanaryUnattributed(ctx, "route "+name, ev.UserID, g.clientIP(r))
+		g.fail(w, r, http.StatusForbidden, risk.ReasonCanary, errors.New("canary touched by a request another site caused"), ev)
+		return
 	}
 	v, err := g.deps.Risk.Canary(ctx, "route "+name, ev.UserID, g.clientIP(r))
 	if err != nil {

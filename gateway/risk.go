@@ -34,6 +34,7 @@ type RiskEngine interface {
 	Locked(ctx context.Context, userID string) (risk.Verdict, error)
 	Fail(ctx context.Context, sig risk.Signal, userID string, ip netip.Addr) (risk.Verdict, error)
 	Canary(ctx context.Context, what, userID string, ip netip.Addr) (risk.Verdict, error)
+	CanaryUnattributed(ctx context.Context, what, userID string, ip netip.Addr)
 	CanaryRoute(host, normalizedPath string) (string, bool)
 	Assess(ctx context.Context, userID string, ip netip.Addr, via string) (risk.LoginRisk, error)
 	Record(ctx context.Context, userID string, ip netip.Addr) error
@@ -130,4 +131,20 @@ func (g *Gateway) storeFail(w http.ResponseWriter, r *http.Request, err error, e
 		return
 	}
 	g.fail(w, r, http.StatusInternalServerError, reasonInternal, err, ev)
+}
+
+// userInitiated reports whether a browser request was made by the user
+// on this origin (or typed, bookmarked) rather than caused by another
+// site: Sec-Fetch-Site "same-origin" or "none", or no such header (not a
+// browser, or an old one). The session cookie is SameSite=Lax, so a link
+// or an image on another site — even another host of the same site —
+// sends it; signals that lock a user are only counted against the user
+// for requests they made themselves, or a link would be enough to lock
+// anyone out.
+func userInitiated(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	return false
 }

@@ -407,3 +407,49 @@ func TestLockEndsSessionOnOtherInstance(t *testing.T) {
 		t.Fatalf("gate on b: %+v %v", v, err)
 	}
 }
+
+// TestLinkInducedSignals: the session cookie is SameSite=Lax, so a link
+// or an image on another site (or another host of the same site) makes
+// the victim's browser send it. Such requests (Sec-Fetch-Site cross-site
+// or same-site) are still denied, but they never lock the user or block
+// their address: otherwise one link would lock anyone out. The same
+// requests made on the origin itself do count.
+func TestLinkInducedSignals(t *testing.T) {
+	for _, site := range []string{"cross-site", "same-site"} {
+		t.Run("canary "+site, func(t *testing.T) {
+			e, _ := newCoreEnvRisk(t, risk.Config{CanaryRoutes: []string{coreGrafana + "/backup"}})
+			cookie := e.login(session.Record{})
+			w := e.get(coreGrafana, "/backup", cookie, http.Header{"Sec-Fetch-Site": {site}})
+			if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), genericLead) {
+				t.Fatalf("canary from %s: %d\n%s", site, w.Code, w.Body.String())
+			}
+			noLock(t, e.st, "user:"+coreAlice)
+			noLock(t, e.st, "ip:"+corePeer)
+			an := e.lastEvent(audit.TypeRiskAnomaly)
+			if an.Reason != risk.ReasonCanary || an.Attrs["attributed"] != "no" || an.UserID != coreAlice {
+				t.Fatalf("anomaly %+v", an)
+			}
+			if w := e.get(coreGrafana, "/", cookie, nil); w.Code != http.StatusOK {
+				t.Fatalf("session after an unattributed touch: %d", w.Code)
+			}
+		})
+		t.Run("denied decisions "+site, func(t *testing.T) {
+			e, _ := newCoreEnvRisk(t, risk.Config{User: map[risk.Signal]risk.Threshold{risk.SignalDenied: {Count: 3, Window: 10 * time.Minute}}})
+			cookie := e.login(session.Record{})
+			for range 10 {
+				if w := e.get(coreGrafana, "/admin/users", cookie, http.Header{"Sec-Fetch-Site": {site}}); w.Code != http.StatusForbidden {
+					t.Fatalf("denied request: %d", w.Code)
+				}
+			}
+			noLock(t, e.st, "user:"+coreAlice)
+		})
+	}
+	t.Run("same-origin counts", func(t *testing.T) {
+		e, _ := newCoreEnvRisk(t, risk.Config{User: map[risk.Signal]risk.Threshold{risk.SignalDenied: {Count: 3, Window: 10 * time.Minute}}})
+		cookie := e.login(session.Record{})
+		for range 3 {
+			e.get(coreGrafana, "/admin/users", cookie, http.Header{"Sec-Fetch-Site": {"same-origin"}})
+		}
+		mustLock(t, e.st, "user:"+coreAlice)
+	})
+}

@@ -96,7 +96,12 @@ func TestSSHEndpointsRefuseLockedUser(t *testing.T) {
 // and answers with the locked page.
 func TestApprovalFailuresCounted(t *testing.T) {
 	e := newSSHEnv(t, nil)
-	if err := e.risk.SetConfig(risk.Config{User: map[risk.Signal]risk.Threshold{risk.SignalApprovalFailure: {Count: 3, Window: 15 * time.Minute}}}); err != nil {
+	// Counted against the source only: anyone can send a signed-in user a
+	// bad approval link, so the user threshold must never be reached.
+	if err := e.risk.SetConfig(risk.Config{
+		User:     map[risk.Signal]risk.Threshold{risk.SignalApprovalFailure: {Count: 1, Window: 15 * time.Minute}},
+		SourceIP: risk.Threshold{Count: 3, Window: 5 * time.Minute},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := e.signedIn("alice")
@@ -113,14 +118,15 @@ func TestApprovalFailuresCounted(t *testing.T) {
 		t.Fatalf("unknown code decision: %d", p.status)
 	}
 	noLock(t, e.st, "user:"+alice)
-	// 3: approving an expired request locks.
+	// 3: approving an expired request reaches the source threshold.
 	e.clock.Advance(session.DefaultApprovalTTL + time.Second)
 	p = b.post(pathSSHApprove, url.Values{"csrf": {csrf}, "c": {expired}, "decision": {"approve"}})
-	l := mustLock(t, e.st, "user:"+alice)
-	if l.Reason != "approval-failures" {
-		t.Fatalf("lock %+v", l)
+	noLock(t, e.st, "user:"+alice)
+	ls, err := e.risk.Locks(context.Background())
+	if err != nil || len(ls) != 1 || !strings.HasPrefix(ls[0].Subject, "ip:") || ls[0].Reason != risk.ReasonSourceIP {
+		t.Fatalf("locks %+v %v, want one source block", ls, err)
 	}
-	lockedPage(t, p.status, p.body, lockedText, l.Ref)
+	lockedPage(t, p.status, p.body, blockText, ls[0].Ref)
 	// A user's own "deny" is no failure.
 	e2 := newSSHEnv(t, nil)
 	if err := e2.risk.SetConfig(risk.Config{User: map[risk.Signal]risk.Threshold{risk.SignalApprovalFailure: {Count: 1, Window: 15 * time.Minute}}}); err != nil {

@@ -80,7 +80,9 @@ func (h *loginHandler) approvalGone(w http.ResponseWriter, r *http.Request, ev a
 		h.storeFail(w, r, err, ev)
 		return
 	}
-	v, ferr := h.g.deps.Risk.Fail(r.Context(), risk.SignalApprovalFailure, ev.UserID, h.g.clientIP(r))
+	// Counted against the source only: anyone can send a signed-in user
+	// a bad approval link, and that must not lock them out.
+	v, ferr := h.g.deps.Risk.Fail(r.Context(), risk.SignalApprovalFailure, "", h.g.clientIP(r))
 	if !h.g.obey(w, r, v, ferr, ev) {
 		return
 	}

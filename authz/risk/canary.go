@@ -83,3 +83,15 @@ func (e *Engine) Canary(ctx context.Context, what, userID string, ip netip.Addr)
 	}
 	return v, err
 }
+
+// CanaryUnattributed records a touch of canary resource what that cannot
+// be attributed to the person behind the session, such as a browser
+// following a link or loading an image from another site (which carries
+// the victim's cookie): locking on it would let anyone lock anyone out
+// with a link. It audits and alerts (risk.anomaly, reason canary-touched,
+// attributed=no) and the caller denies the request; nothing is locked or
+// blocked.
+func (e *Engine) CanaryUnattributed(ctx context.Context, what, userID string, ip netip.Addr) {
+	e.anomaly(ctx, userID, ip, ReasonCanary, "touched canary "+what+" from a request another site may have caused; not locked",
+		map[string]string{"canary": what, "attributed": "no"})
+}
