@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -228,6 +229,53 @@ func TestLockSubject(t *testing.T) {
 		got, ok := lockSubject(tc.in)
 		if ok != tc.ok || (ok && got != tc.want) {
 			t.Errorf("lockSubject(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// lockOnCheck is the risk engine with a lock raised by "another
+// instance" at the moment the gateway re-checks Locked: the race between
+// the gate and the creation of the token session.
+type lockOnCheck struct {
+	RiskEngine
+	st     store.Store
+	userID string
+}
+
+func (l *lockOnCheck) Locked(ctx context.Context, userID string) (risk.Verdict, error) {
+	if userID == l.userID {
+		if err := l.st.PutLock(ctx, store.Lock{Subject: "user:" + userID, Reason: "canary-touched", Ref: "ref-RACE000000"}); err != nil {
+			return risk.Verdict{}, err
+		}
+	}
+	return l.RiskEngine.Locked(ctx, userID)
+}
+
+// TestAdminTokenLockRace: a lock raised after the token page's gate but
+// before its session exists (so the engine's revocation could not see
+// it) still leaves no usable token: the page checks again after Create.
+func TestAdminTokenLockRace(t *testing.T) {
+	e := newLoginEnv(t)
+	alice := e.browser()
+	secret, _ := alice.loginNew("alice", "/")
+	rec, err := e.sessions.Lookup(t.Context(), alice.cookie(accessHost, sessionCookie))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.g.deps.Risk = &lockOnCheck{RiskEngine: e.risk, st: e.st, userID: rec.UserID}
+	p := alice.get(pathAdminToken)
+	e.clock.Advance(31 * time.Second) // a fresh TOTP step
+	p = alice.post(pathAdminToken, url.Values{"csrf": {scrape(t, reCSRF, p.body)}, "code": {e.code(secret)}})
+	if p.status != http.StatusForbidden || strings.Contains(p.body, `id="admin-token"`) {
+		t.Fatalf("token page with a lock raised meanwhile: %d\n%s", p.status, p.body)
+	}
+	sessions, err := e.st.ListSessions(t.Context(), rec.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sessions {
+		if s.ID != rec.ID {
+			t.Fatalf("a token session survived the lock: %s", s.ID)
 		}
 	}
 }

@@ -109,6 +109,17 @@ func (h *loginHandler) adminTokenIssue(w http.ResponseWriter, r *http.Request) {
 		h.storeFail(w, r, err, ev)
 		return
 	}
+	// A lock raised between the gate above and Create may have revoked
+	// the user's sessions before this one existed: check again, as a
+	// login does (completeLogin). The token is a session token and would
+	// also work as a web cookie.
+	if v, err := h.g.deps.Risk.Locked(ctx, rec.UserID); err != nil || !v.Allow {
+		if rerr := h.g.deps.Sessions.Revoke(ctx, nrec.ID, "locked"); rerr != nil && !isNoSession(rerr) {
+			h.log.ErrorContext(ctx, "revoking the admin token of a user locked meanwhile", "user_id", rec.UserID, "err", rerr)
+		}
+		h.g.obey(w, r, v, err, ev)
+		return
+	}
 	bearer := h.g.deps.Sessions.Cookie(token, nrec.ExpiresAt.Sub(now)).Value
 	ev.Decision, ev.Reason = audit.Allow, "admin-token-issued"
 	ev.Target = nrec.ID
