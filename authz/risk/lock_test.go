@@ -690,3 +690,27 @@ func TestLockSubject(t *testing.T) {
 		})
 	}
 }
+
+// TestFailClockSkew: two instances whose clocks straddle a bucket edge.
+// The one ahead counts in the next bucket; the one behind must still see
+// that failure, or neither would see the threshold reached.
+func TestFailClockSkew(t *testing.T) {
+	ev := newEnv(t, "embedded", Config{User: map[Signal]Threshold{SignalTOTPFailure: {Count: 2, Window: 8 * time.Minute}}})
+	ahead := newClock(ev.clock.Now().Add(time.Minute)) // one sub-bucket (8m/8) ahead
+	opts := ev.opts
+	opts.Now = ahead.Now
+	e2, err := New(ev.cfg, ev.st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e2.Fail(ev.ctx(), SignalTOTPFailure, "alice", mustAddr("192.0.2.1")); err != nil || !v.Allow {
+		t.Fatalf("first failure: %+v %v", v, err)
+	}
+	v, err := ev.e.Fail(ev.ctx(), SignalTOTPFailure, "alice", mustAddr("192.0.2.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Allow {
+		t.Fatal("two failures within the window on two instances with skewed clocks did not lock")
+	}
+}

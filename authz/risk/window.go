@@ -39,7 +39,13 @@ func (e *Engine) hit(ctx context.Context, subject, name string, w time.Duration,
 	if err != nil {
 		return 0, unavailable(err)
 	}
-	for i := int64(1); i <= subBuckets; i++ {
+	// b+1 too: a failure counted by another instance whose clock is a
+	// little ahead, or after the bucket edge passed since our increment,
+	// must not make both of us miss the threshold.
+	for i := int64(-1); i <= subBuckets; i++ {
+		if i == 0 {
+			continue
+		}
 		c, err := e.st.Count(ctx, base+strconv.FormatInt(b-i, 10))
 		if err != nil {
 			return 0, unavailable(err)
