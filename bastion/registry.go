@@ -234,8 +234,13 @@ func (b *Bastion) apply(ctx context.Context, ev store.Event) {
 	case store.EventPolicyChanged:
 		b.Reevaluate()
 	case store.EventResync:
-		// Events may have been missed: re-check every live certificate.
+		// Events may have been missed: re-check every live certificate,
+		// and every live user against the lock records (a lost `locked`
+		// event must not leave a locked user's session running).
 		b.recheck(ctx, func(SessionInfo) bool { return true })
+		for _, c := range b.registry.snapshot() {
+			c.recheckLock()
+		}
 	}
 }
 

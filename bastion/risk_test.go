@@ -720,3 +720,24 @@ func TestRiskLockEndsSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestRiskResyncEndsLockedSessions: a lock whose `locked` event never
+// reached this bastion (the feed dropped it) still ends the user's live
+// session at the next resync, when events may have been missed.
+func TestRiskResyncEndsLockedSessions(t *testing.T) {
+	stA, stB := presenceBackends[0].open(t)
+	b := presenceEnv(t, "b", stB, envOptions{})
+	ls := b.startCat(b.alice())
+	// The lock record only: no event, no revocation.
+	if err := stA.(store.Store).PutLock(context.Background(), store.Lock{Subject: "user:alice", Reason: "admin-lock", Ref: "ref-LOST000000"}); err != nil {
+		t.Fatal(err)
+	}
+	b.b.apply(context.Background(), store.Event{Kind: store.EventResync})
+	ls.waitEnded(t)
+	if want := "reference ref-LOST000000"; !strings.Contains(ls.stderrText(), want) {
+		t.Fatalf("user told %q, want %q", ls.stderrText(), want)
+	}
+	if end := b.waitSessionEnd(ls.id); end.Reason != EndLocked {
+		t.Fatalf("end %+v", end)
+	}
+}
