@@ -350,7 +350,10 @@ func (e *Engine) lock(ctx context.Context, userID string, ip netip.Addr, reason,
 	e.publish(ctx, store.Event{Kind: store.EventLocked, Subject: subject, Reason: reason})
 	for _, r := range e.opts.Revokers {
 		if err := r.RevokeUser(ctx, userID, reason); err != nil {
-			e.log.ErrorContext(ctx, "revoking a locked user's credentials", "user_id", userID, "err", err)
+			// Web sessions are served from memory without a lock check:
+			// a revocation that failed must not be given up on.
+			e.log.ErrorContext(ctx, "revoking a locked user's credentials; retrying", "user_id", userID, "err", err)
+			go e.retryRevoke(context.WithoutCancel(ctx), r, userID, reason)
 		}
 	}
 	src := ""
@@ -367,6 +370,33 @@ func (e *Engine) lock(ctx context.Context, userID string, ip netip.Addr, reason,
 	e.alert(Alert{Kind: "lock", Subject: subject, Reason: reason, UserID: userID, SourceIP: src,
 		Ref: ref, Detail: detail, Actor: actor})
 	return true, nil
+}
+
+// Revocation retries after a lock: backoff from revokeRetryFirst,
+// doubling, for revokeRetries attempts (about 8.5 minutes in all).
+const (
+	revokeRetries    = 10
+	revokeRetryFirst = time.Second
+)
+
+// retryRevoke retries a revoker that failed for a new lock, with
+// exponential backoff, until it succeeds or the user is unlocked.
+func (e *Engine) retryRevoke(ctx context.Context, r Revoker, userID, reason string) {
+	wait := revokeRetryFirst
+	for attempt := 1; attempt <= revokeRetries; attempt++ {
+		<-e.opts.After(wait)
+		if _, err := e.st.GetLock(ctx, UserSubject(userID)); errors.Is(err, store.ErrNotFound) {
+			return // unlocked meanwhile: nothing to end
+		}
+		err := r.RevokeUser(ctx, userID, reason)
+		if err == nil {
+			e.log.InfoContext(ctx, "revoked a locked user's credentials after a retry", "user_id", userID, "attempt", attempt)
+			return
+		}
+		e.log.ErrorContext(ctx, "revoking a locked user's credentials failed again", "user_id", userID, "attempt", attempt, "err", err)
+		wait = min(2*wait, time.Minute)
+	}
+	e.log.ErrorContext(ctx, "gave up revoking a locked user's credentials: their sessions end at expiry", "user_id", userID)
 }
 
 func (e *Engine) publish(ctx context.Context, ev store.Event) {

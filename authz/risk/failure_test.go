@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
 )
@@ -118,11 +120,22 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 }
 
-type failingRevoker struct{ calls atomic.Int32 }
+// failingRevoker fails its first failures calls (all when failures is 0).
+type failingRevoker struct {
+	calls    atomic.Int32
+	failures int32
+	done     chan struct{} // closed by the first successful call
+}
 
 func (f *failingRevoker) RevokeUser(context.Context, string, string) error {
-	f.calls.Add(1)
-	return errors.New("session store down")
+	n := f.calls.Add(1)
+	if f.failures == 0 || n <= f.failures {
+		return errors.New("session store down")
+	}
+	if n == f.failures+1 {
+		close(f.done)
+	}
+	return nil
 }
 
 // TestLockSurvivesSideEffectFailures: the lock record is what refuses
@@ -130,7 +143,11 @@ func (f *failingRevoker) RevokeUser(context.Context, string, string) error {
 // lock stands.
 func TestLockSurvivesSideEffectFailures(t *testing.T) {
 	rev := &failingRevoker{}
-	ev := newEnv(t, "embedded", Config{}, func(o *Options) { o.Revokers = []Revoker{rev} })
+	never := make(chan time.Time) // no retry within this test
+	ev := newEnv(t, "embedded", Config{}, func(o *Options) {
+		o.Revokers = []Revoker{rev}
+		o.After = func(time.Duration) <-chan time.Time { return never }
+	})
 	st := &hookStore{Store: ev.st, hook: func(m string) error {
 		if m == "Publish" {
 			return errDown
@@ -150,5 +167,39 @@ func TestLockSurvivesSideEffectFailures(t *testing.T) {
 	}
 	if g, err := e.Gate(ev.ctx(), "alice", netip.Addr{}); err != nil || g.Allow {
 		t.Errorf("Gate = %+v, %v", g, err)
+	}
+}
+
+// TestRevocationRetried: a revocation that fails when the lock is set is
+// retried with backoff until it succeeds: web sessions are served from
+// memory and would otherwise outlive the lock.
+func TestRevocationRetried(t *testing.T) {
+	rev := &failingRevoker{failures: 3, done: make(chan struct{})}
+	ticks := make(chan time.Time)
+	var waits []time.Duration
+	var mu sync.Mutex
+	ev := newEnv(t, "embedded", Config{}, func(o *Options) {
+		o.Revokers = []Revoker{rev}
+		o.After = func(d time.Duration) <-chan time.Time {
+			mu.Lock()
+			waits = append(waits, d)
+			mu.Unlock()
+			return ticks
+		}
+	})
+	if _, err := ev.e.Lock(ev.ctx(), "alice", "test", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // three retries: two more failures, then success
+		ticks <- time.Time{}
+	}
+	<-rev.done
+	if n := rev.calls.Load(); n != 4 {
+		t.Fatalf("%d revocation calls, want 4", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(waits) != 3 || waits[0] != time.Second || waits[1] != 2*time.Second || waits[2] != 4*time.Second {
+		t.Fatalf("backoff %v, want 1s 2s 4s", waits)
 	}
 }
