@@ -353,6 +353,14 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 	st.xff[0] = ev.SourceIP
 	st.host[0] = r.Host
 	st.user = rec.UserID
+	if authed && longLived(r) {
+		// A WebSocket or event stream must end with its session, not
+		// whenever the client hangs up (livestreams.go).
+		sctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer g.streams.add(rec.UserID, rec.ID, cancel)()
+		st.Context = sctx
+	}
 	rt.proxy.ServeHTTP(w, r.WithContext(st))
 	if authed {
 		// In memory only (atomics): the engine flushes to the store in

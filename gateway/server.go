@@ -72,6 +72,9 @@ type Gateway struct {
 	selfSigned *tls.Certificate
 
 	health storeHealth // store pinger (storehealth.go)
+	// streams are the live WebSocket and event-stream requests, ended
+	// when their session or user is revoked or locked (livestreams.go).
+	streams liveStreams
 }
 
 // New validates cfg and builds a Gateway and starts its store pinger
@@ -149,6 +152,9 @@ func newGateway(cfg Config, deps Deps, sessions sessionAPI) (*Gateway, error) {
 	}
 	g.admin = newAdminAPI(g)
 	g.adminRemote = sync.OnceValue(g.admin.remoteHandler)
+	if err := g.startLiveStreams(); err != nil {
+		return nil, fmt.Errorf("gateway: following the revocation feed: %w", err)
+	}
 	g.startStoreHealth()
 	return g, nil
 }
@@ -177,6 +183,7 @@ func (g *Gateway) initTLS() error {
 // maintenance). The gateway must not serve afterwards.
 func (g *Gateway) Close() error {
 	g.stopStoreHealth()
+	g.stopLiveStreams()
 	if g.acme != nil {
 		g.acme.stop()
 	}
