@@ -129,7 +129,10 @@ func ScanSecrets() (leaks []Leak, artefacts, secrets int) {
 }
 
 // findSecret returns the offset of s in data, or -1. TOTP codes count only
-// when no letter or digit touches them on either side.
+// when no letter or digit touches them on either side, and they are not
+// the fraction or integer part of a decimal number (asciicast timestamps
+// such as 0.116055 carry six digits after the point: with hundreds of
+// codes recorded, some match one by chance).
 func findSecret(data []byte, s secretEntry) int {
 	v := []byte(s.value)
 	if s.kind != KindTOTPCode {
@@ -142,11 +145,19 @@ func findSecret(data []byte, s secretEntry) int {
 		}
 		i += off
 		end := i + len(v)
-		if (i == 0 || !isAlnum(data[i-1])) && (end == len(data) || !isAlnum(data[end])) {
+		if (i == 0 || !isAlnum(data[i-1])) && (end == len(data) || !isAlnum(data[end])) && !inDecimal(data, i, end) {
 			return i
 		}
 		off = i + 1
 	}
+}
+
+// inDecimal reports whether data[i:end] is next to a decimal point that
+// has a digit on its other side.
+func inDecimal(data []byte, i, end int) bool {
+	isDigit := func(c byte) bool { return c >= '0' && c <= '9' }
+	return (i >= 2 && data[i-1] == '.' && isDigit(data[i-2])) ||
+		(end+1 < len(data) && data[end] == '.' && isDigit(data[end+1]))
 }
 
 func isAlnum(c byte) bool {

@@ -25,6 +25,10 @@ func TestFindSecret(t *testing.T) {
 		{"code inside a longer number", KindTOTPCode, `"n":91234567`, false},
 		{"code glued to letters", KindTOTPCode, `ref-AB123456CD`, false},
 		{"code once glued, once alone", KindTOTPCode, `x123456 123456`, true},
+		{"code as a timestamp's fraction", KindTOTPCode, `[0.123456,"o","hello\r\n"]`, false},
+		{"code as a number's integer part", KindTOTPCode, `"t":123456.5`, false},
+		{"code after a sentence's full stop", KindTOTPCode, `Done.123456 typed`, true},
+		{"code before a full stop", KindTOTPCode, `the code was 123456.`, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
