@@ -243,7 +243,7 @@ func (c *conn) setup() {
 	if c.auditDown() { // the trail broke since admission (audithealth.go)
 		return
 	}
-	ev.Decision = audit.Allow
+	ev.Decision, ev.Role = audit.Allow, dec.Role
 	c.b.audit.Emit(context.Background(), ev)
 	c.grant = g
 	if err := c.openRecording(); err != nil {

@@ -348,6 +348,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 	}
 	ev.Decision = audit.Allow
 	ev.Reason = string(dec.Reason)
+	ev.Role = dec.Role
 	g.deps.Audit.Emit(ctx, ev)
 
 	st.xff[0] = ev.SourceIP

@@ -53,21 +53,24 @@ const (
 
 // Event is one audit record. Keys are stable; add fields, never rename.
 type Event struct {
-	Time      time.Time         `json:"time"`
-	Instance  string            `json:"instance,omitempty"`
-	Type      string            `json:"type"`
-	UserID    string            `json:"user_id,omitempty"`
-	SourceIP  string            `json:"source_ip,omitempty"`
-	SessionID string            `json:"session_id,omitempty"` // public session ID, never the cookie
-	App       string            `json:"app,omitempty"`
-	Target    string            `json:"target,omitempty"`
-	Method    string            `json:"method,omitempty"`
-	Path      string            `json:"path,omitempty"` // normalised path, no query string
-	Decision  string            `json:"decision,omitempty"`
-	Reason    string            `json:"reason,omitempty"` // stable reason code
-	Ref       string            `json:"ref,omitempty"`    // reference ID shown to the user
-	Actor     string            `json:"actor,omitempty"`  // admin who acted
-	Attrs     map[string]string `json:"attrs,omitempty"`  // extra non-secret details
+	Time      time.Time `json:"time"`
+	Instance  string    `json:"instance,omitempty"`
+	Type      string    `json:"type"`
+	UserID    string    `json:"user_id,omitempty"`
+	SourceIP  string    `json:"source_ip,omitempty"`
+	SessionID string    `json:"session_id,omitempty"` // public session ID, never the cookie
+	App       string    `json:"app,omitempty"`
+	Target    string    `json:"target,omitempty"`
+	Method    string    `json:"method,omitempty"`
+	Path      string    `json:"path,omitempty"` // normalised path, no query string
+	Decision  string    `json:"decision,omitempty"`
+	// Role is the policy role that allowed a decision (access reviews
+	// attribute use to grants with it); empty on denials and other events.
+	Role   string            `json:"role,omitempty"`
+	Reason string            `json:"reason,omitempty"` // stable reason code
+	Ref    string            `json:"ref,omitempty"`    // reference ID shown to the user
+	Actor  string            `json:"actor,omitempty"`  // admin who acted
+	Attrs  map[string]string `json:"attrs,omitempty"`  // extra non-secret details
 }
 
 // Decisions for Event.Decision.

@@ -91,6 +91,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = appendField(dst, "method", e.Method, true)
 	dst = appendField(dst, "path", e.Path, true)
 	dst = appendField(dst, "decision", e.Decision, true)
+	dst = appendField(dst, "role", e.Role, true)
 	dst = appendField(dst, "reason", e.Reason, true)
 	dst = appendField(dst, "ref", e.Ref, true)
 	dst = appendField(dst, "actor", e.Actor, true)
