@@ -176,6 +176,21 @@ func (p *Policy) Role(name string) (RoleConfig, bool) {
 	return cloneRole(r.cfg), true
 }
 
+// Roles lists the configured roles sorted by name (copies, with defaults
+// applied as in Role). Access reviews read the groups and users of every
+// role from it.
+func (p *Policy) Roles() []RoleConfig {
+	if p == nil {
+		return nil
+	}
+	out := make([]RoleConfig, 0, len(p.roleIdx))
+	for _, r := range p.roleIdx {
+		out = append(out, cloneRole(r.cfg))
+	}
+	slices.SortFunc(out, func(a, b RoleConfig) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // Apps lists the configured apps in config order (copies).
 func (p *Policy) Apps() []AppConfig {
 	if p == nil {
