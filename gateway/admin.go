@@ -29,7 +29,8 @@ import (
 //     include an admin role. Cookies are never accepted here, so a browser
 //     cannot be tricked into calling the API cross-site.
 //
-// Every action, reads included, is audited with the acting admin.
+// Every action, reads included, is audited with the acting admin, and a
+// success is answered only once its audit record is durable (succeed).
 
 const (
 	adminPrefix     = "/api/admin/"
@@ -196,6 +197,28 @@ func (a *adminAPI) emit(r *http.Request, ev audit.Event) {
 		ev.Instance = a.g.cfg.Instance
 	}
 	a.g.deps.Audit.Emit(r.Context(), ev)
+}
+
+// succeed is the only way an admin call answers 2xx. It audits evs, then
+// waits until they are durable (audit.Sync) before it writes v: a caller
+// who got a success answer was told "done and on record", so a crash right
+// after the answer must not lose the record. When the trail cannot be made
+// durable the action may well have happened, but it is NOT acknowledged:
+// the caller gets a 503 with a reference (and must check and retry), never
+// a success whose record could vanish.
+func (a *adminAPI) succeed(c *adminCall, v any, evs ...audit.Event) {
+	for _, ev := range evs {
+		a.emit(c.r, ev)
+	}
+	if err := audit.Sync(c.r.Context(), a.g.deps.Audit); err != nil {
+		ev := a.callEvent(c, "")
+		if len(evs) > 0 {
+			ev = evs[0]
+		}
+		a.fail(c.w, c.r, http.StatusServiceUnavailable, "audit trail unavailable", "audit-unavailable", err, ev)
+		return
+	}
+	writeJSON(c.w, c.r, http.StatusOK, v)
 }
 
 // adminError is every admin API error: a short generic message and the

@@ -108,8 +108,7 @@ func (a *adminAPI) users(c *adminCall, _ []string) {
 		})
 	}
 	ev.Decision = audit.Allow
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, out)
+	a.succeed(c, out, ev)
 }
 
 // sessions lists live sessions, optionally of one user (?user=).
@@ -142,8 +141,7 @@ func (a *adminAPI) sessions(c *adminCall, _ []string) {
 		return out[i].ID < out[j].ID
 	})
 	ev.Decision = audit.Allow
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, out)
+	a.succeed(c, out, ev)
 }
 
 // actionReason decodes and validates the {reason} body of a POST.
@@ -185,13 +183,11 @@ func (a *adminAPI) beginAction(c *adminCall, action, target string, valid bool, 
 // look for — and answers 200.
 func (a *adminAPI) finishAction(c *adminCall, ev audit.Event, typ, reasonCode, userID, sessionID string) {
 	ev.Decision = audit.Allow
-	a.emit(c.r, ev)
 	dom := ev
 	dom.Attrs = map[string]string{"action": ev.Attrs["action"], "note": ev.Attrs["note"]}
 	dom.Type, dom.UserID, dom.SessionID = typ, userID, sessionID
 	dom.Reason = reasonCode
-	a.emit(c.r, dom)
-	writeJSON(c.w, c.r, http.StatusOK, actionResult{OK: true, Target: ev.Target})
+	a.succeed(c, actionResult{OK: true, Target: ev.Target}, ev, dom)
 }
 
 func (a *adminAPI) revoke(c *adminCall, seg []string) {
@@ -319,8 +315,7 @@ func (a *adminAPI) explain(c *adminCall, _ []string) {
 	res.Allow, res.Reason, res.Role, res.Rule = d.Allow, string(d.Reason), d.Role, d.Rule
 	ev.Decision = audit.Allow
 	ev.Attrs["result"] = string(d.Reason)
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, res)
+	a.succeed(c, res, ev)
 }
 
 // splitGroups accepts ?groups=a,b and ?groups=a&groups=b.

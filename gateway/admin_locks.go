@@ -96,8 +96,7 @@ func (a *adminAPI) locks(c *adminCall, _ []string) {
 	})
 	ev.Decision = audit.Allow
 	ev.Attrs["count"] = strconv.Itoa(len(out.Locks))
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, out)
+	a.succeed(c, out, ev)
 }
 
 // lockReason checks the required reason of a lock change.
@@ -145,8 +144,7 @@ func (a *adminAPI) lock(c *adminCall, _ []string) {
 		return
 	}
 	ev.Decision, ev.Ref = audit.Allow, l.Ref
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, LockResponse{Lock: lockView(l)})
+	a.succeed(c, LockResponse{Lock: lockView(l)}, ev)
 }
 
 func (a *adminAPI) unlock(c *adminCall, _ []string) {
@@ -175,8 +173,7 @@ func (a *adminAPI) unlock(c *adminCall, _ []string) {
 		return
 	}
 	ev.Decision, ev.Ref = audit.Allow, l.Ref
-	a.emit(c.r, ev)
-	writeJSON(c.w, c.r, http.StatusOK, LockResponse{Lock: lockView(l)})
+	a.succeed(c, LockResponse{Lock: lockView(l)}, ev)
 }
 
 // lockSubject validates an unlock subject and spells it as the engine
