@@ -67,9 +67,10 @@ var (
 	bucketLocks     = []byte("locks")
 	bucketEphemeral = []byte("ephemeral")
 	bucketPresence  = []byte("presence") // indexKey(kind, id) → record
+	bucketRecords   = []byte("records")  // indexKey(kind, id) → record, never expiring
 
 	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketSessIndex, bucketEnrol,
-		bucketSteps, bucketRecovery, bucketCounters, bucketLocks, bucketEphemeral, bucketPresence}
+		bucketSteps, bucketRecovery, bucketCounters, bucketLocks, bucketEphemeral, bucketPresence, bucketRecords}
 )
 
 // OpenEmbedded opens (creating if needed) the bbolt file at path with mode

@@ -201,6 +201,10 @@ func TestEmbeddedCorruptRecords(t *testing.T) {
 		{"GetEphemeral", func() error { _, err := e.GetEphemeral(ctx, "k"); return err }},
 		{"TakeEphemeral", func() error { _, err := e.TakeEphemeral(ctx, "k"); return err }},
 		{"ListPresence", func() error { _, err := e.ListPresence(ctx, "k"); return err }},
+		{"GetRecord", func() error { _, err := e.GetRecord(ctx, "k", "k"); return err }},
+		{"CreateRecord", func() error { _, err := e.CreateRecord(ctx, "k", "k", nil); return err }},
+		{"SwapRecord", func() error { _, err := e.SwapRecord(ctx, "k", "k", nil, nil); return err }},
+		{"ListRecords", func() error { _, err := e.ListRecords(ctx, "k"); return err }},
 	}
 	for i, b := range bad {
 		must(t, e.db.Update(func(tx *bbolt.Tx) error {
@@ -211,7 +215,7 @@ func TestEmbeddedCorruptRecords(t *testing.T) {
 					key = []byte("s")
 				case string(name) == string(bucketSteps):
 					key = stepKey("k", 1)
-				case string(name) == string(bucketPresence):
+				case string(name) == string(bucketPresence), string(name) == string(bucketRecords):
 					key = indexKey("k", "k")
 				case string(name) == string(bucketSessIndex):
 					continue
@@ -245,7 +249,7 @@ func TestEmbeddedCorruptRecords(t *testing.T) {
 // (some bad inputs are only bad for some buckets).
 func okFor(call string, b []byte) bool {
 	want, opaque := map[string]int{"GetUser": 1, "ListUsers": 1, "GetEnrolment": 1, "GetEphemeral": 1, "TakeEphemeral": 1,
-		"ListPresence": 1, "ClaimStep": 0, "RecoveryCodesLeft": -1, "ConsumeRecoveryCode": -1}[call]
+		"ListPresence": 1, "GetRecord": 1, "ListRecords": 1, "CreateRecord": 1, "SwapRecord": 1, "ClaimStep": 0, "RecoveryCodesLeft": -1, "ConsumeRecoveryCode": -1}[call]
 	if !opaque {
 		return false
 	}
@@ -270,6 +274,7 @@ func TestEmbeddedSweep(t *testing.T) {
 	_, err = e.Incr(ctx, "c", 1, time.Minute)
 	must(t, err)
 	must(t, e.PutUser(ctx, "u", nil))
+	must(t, e.PutRecord(ctx, "access-grant", "g", nil))
 
 	if n, err := e.sweep(); err != nil || n != 0 {
 		t.Fatalf("sweep before expiry removed %d (%v)", n, err)
@@ -281,7 +286,7 @@ func TestEmbeddedSweep(t *testing.T) {
 		t.Fatalf("sweep removed %d records, want 6", n)
 	}
 	counts := rawCounts(t, e)
-	want := map[string]int{"sessions": 1, "session-index": 1, "locks": 1, "users": 1, "presence": 1}
+	want := map[string]int{"sessions": 1, "session-index": 1, "locks": 1, "users": 1, "presence": 1, "records": 1}
 	for _, b := range allBuckets {
 		if counts[string(b)] != want[string(b)] {
 			t.Errorf("bucket %s holds %d records after sweep, want %d", b, counts[string(b)], want[string(b)])

@@ -26,6 +26,11 @@ const (
 	// the code ("ssh-session"); the bound keeps kind + ID within bbolt's
 	// key limit.
 	MaxKindLen = 256
+	// MaxRecordKindLen bounds a durable record kind. Record kinds are
+	// names chosen by the code, some with a generated suffix
+	// ("review-item.<campaign-id>"), restricted to [A-Za-z0-9._-] so they
+	// are safe in any backend's key syntax and in log lines.
+	MaxRecordKindLen = 64
 )
 
 // unavailable wraps a backend failure. The detail stays in the error text
@@ -72,6 +77,44 @@ func checkPresence(kind, id string) error {
 		return invalid("presence kind", "is too long")
 	}
 	return checkKey("presence ID", id)
+}
+
+func checkRecordKind(kind string) error {
+	switch {
+	case kind == "":
+		return invalid("record kind", "is empty")
+	case len(kind) > MaxRecordKindLen:
+		return invalid("record kind", "is too long")
+	}
+	for i := range len(kind) {
+		switch c := kind[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return invalid("record kind", "has a character outside [A-Za-z0-9._-]")
+		}
+	}
+	return nil
+}
+
+func checkRecord(kind, id string) error {
+	if err := checkRecordKind(kind); err != nil {
+		return err
+	}
+	return checkKey("record ID", id)
+}
+
+func checkRecordPut(kind, id string, data []byte) error {
+	if err := checkRecord(kind, id); err != nil {
+		return err
+	}
+	return checkValue("record data", data)
+}
+
+func checkRecordSwap(kind, id string, old, new []byte) error {
+	if err := checkRecordPut(kind, id, new); err != nil {
+		return err
+	}
+	return checkValue("record old data", old)
 }
 
 func checkPresencePut(kind, id string, data []byte, ttl time.Duration) error {

@@ -47,6 +47,7 @@ type RedisOptions struct {
 //	pres:<kind>        hash presence ID → data
 //	pexp:<kind>        zset of presence IDs scored by expiry (server ms);
 //	                   both keys PX to their longest-lived entry
+//	rec:<kind>         hash record ID → data (no expiry)
 //
 // Namespace words contain no ':' and none is a prefix of another, so the
 // namespaces cannot overlap whatever the IDs hold; within step keys the
@@ -230,6 +231,7 @@ func (r *Redis) presenceKey(kind string) string  { return r.key("pres", kind) }
 func (r *Redis) presenceExpKey(kind string) string {
 	return r.key("pexp", kind)
 }
+func (r *Redis) recordsKey(kind string) string { return r.key("rec", kind) }
 
 func (r *Redis) stepKey(user string, step uint64) string {
 	return r.key("step", user+":"+strconv.FormatUint(step, 10))

@@ -73,6 +73,12 @@ func TestRedisClosedPortFailsClosed(t *testing.T) {
 		"PutPresence":         func() error { return r.PutPresence(ctx, "k", "p", nil, time.Minute) },
 		"DeletePresence":      func() error { return r.DeletePresence(ctx, "k", "p") },
 		"ListPresence":        func() error { _, err := r.ListPresence(ctx, "k"); return err },
+		"PutRecord":           func() error { return r.PutRecord(ctx, "k", "r", nil) },
+		"CreateRecord":        func() error { _, err := r.CreateRecord(ctx, "k", "r", nil); return err },
+		"GetRecord":           func() error { _, err := r.GetRecord(ctx, "k", "r"); return err },
+		"SwapRecord":          func() error { _, err := r.SwapRecord(ctx, "k", "r", nil, []byte("v")); return err },
+		"DeleteRecord":        func() error { return r.DeleteRecord(ctx, "k", "r") },
+		"ListRecords":         func() error { _, err := r.ListRecords(ctx, "k"); return err },
 		"Publish":             func() error { return r.Publish(ctx, Event{Kind: EventLocked, Subject: "s"}) },
 		"Subscribe":           func() error { _, err := r.Subscribe(ctx); return err },
 	}
@@ -144,6 +150,14 @@ func TestRedisCorruptRecords(t *testing.T) {
 			func() error { return r.PutPresence(ctx, "k", "p", nil, time.Minute) }},
 		{"presence expiries of the wrong type", func() error { return admin.Set(ctx, r.presenceExpKey("k"), "x", 0).Err() },
 			func() error { _, err := r.ListPresence(ctx, "k"); return err }},
+		{"records of the wrong type", func() error { return admin.Set(ctx, r.recordsKey("k"), "x", 0).Err() },
+			func() error { _, err := r.GetRecord(ctx, "k", "r"); return err }},
+		{"records listing of the wrong type", func() error { return nil },
+			func() error { _, err := r.ListRecords(ctx, "k"); return err }},
+		{"record swap on the wrong type", func() error { return nil },
+			func() error { _, err := r.SwapRecord(ctx, "k", "r", nil, nil); return err }},
+		{"record create on the wrong type", func() error { return nil },
+			func() error { _, err := r.CreateRecord(ctx, "k", "r", nil); return err }},
 		{"recovery codes of the wrong type", func() error { return admin.Set(ctx, r.recoveryKey("u"), "x", 0).Err() },
 			func() error { _, err := r.ConsumeRecoveryCode(ctx, "u", "h"); return err }},
 	}
@@ -316,6 +330,7 @@ func TestRedisKeyLayout(t *testing.T) {
 		_ = r.PutEnrolment(ctx, id, nil)
 		_ = r.PutLock(ctx, Lock{Subject: id})
 		_ = r.PutPresence(ctx, id, id, nil, time.Minute)
+		_ = r.PutRecord(ctx, "kind", id, nil)
 	}
 	var ours int64
 	iter := admin.Scan(ctx, 0, r.prefix+"*", 500).Iterator()
@@ -324,8 +339,35 @@ func TestRedisKeyLayout(t *testing.T) {
 	}
 	// 5 IDs × (session, user index, step, codes, counter, ephemeral,
 	// presence hash and expiries) plus the global index, users,
-	// enrolments and locks hashes.
-	if want := int64(5*8 + 4); ours != want {
+	// enrolments, locks and one kind's records hashes.
+	if want := int64(5*8 + 5); ours != want {
 		t.Fatalf("%d keys under the prefix, want %d", ours, want)
+	}
+}
+
+// TestRedisRecordsNeverExpire: durable records live in a hash without a
+// TTL, whatever other namespaces of the same store do.
+func TestRedisRecordsNeverExpire(t *testing.T) {
+	r, admin := testRedis(t, RedisOptions{})
+	ctx := t.Context()
+	if err := r.PutRecord(ctx, "access-grant", "g1", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateRecord(ctx, "access-grant", "g2", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SwapRecord(ctx, "access-grant", "g1", []byte("v"), []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutPresence(ctx, "access-grant", "p", nil, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := admin.PTTL(ctx, r.recordsKey("access-grant")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// -1 is "exists without a TTL" (-2 would be "missing").
+	if ttl != -1 {
+		t.Fatalf("records hash PTTL = %d, want -1 (no expiry)", ttl)
 	}
 }

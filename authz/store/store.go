@@ -2,7 +2,8 @@
 // share: web sessions, TOTP enrolments and used steps, recovery codes,
 // counters with expiry, locks, short-lived one-time records (login state,
 // approvals), presence entries (which instance runs which live SSH
-// session) and the revocation/event feed.
+// session), durable records (access requests, grants, review campaigns)
+// and the revocation/event feed.
 //
 // Two backends implement Store: Embedded (single node, bbolt file, the
 // default) and Redis (go-redis/v9, for several instances). Both pass the
@@ -63,6 +64,9 @@ const (
 	EventLocked         = "locked"          // Subject = lock subject
 	EventUnlocked       = "unlocked"
 	EventPolicyChanged  = "policy-changed"
+	// EventGrantsChanged: Subject = user ID. A just-in-time grant of that
+	// user was added, revoked or expired; caches of grants reload it.
+	EventGrantsChanged = "grants-changed"
 	// EventResync is delivered locally (never published) when a
 	// subscription (re)connects: caches must drop everything because events
 	// may have been missed.
@@ -167,6 +171,32 @@ type Presence interface {
 	ListPresence(ctx context.Context, kind string) (map[string][]byte, error)
 }
 
+// Records holds durable records by kind and ID, with no expiry: access
+// requests, grants, review campaigns and their items. Data is opaque.
+//
+// Kinds are independent namespaces named by the code: 1 to MaxRecordKindLen
+// bytes of [A-Za-z0-9._-] ("access-grant", "review-item.<campaign>"). IDs
+// follow the usual key limits, data MaxValueLen.
+//
+// With the Redis backend a write whose reply was lost may be retried once;
+// a retried CreateRecord or SwapRecord then reports false although the
+// first attempt took effect. Callers treat false as "re-read and decide
+// again", which such a retry only makes err towards refusing.
+type Records interface {
+	// PutRecord creates or replaces.
+	PutRecord(ctx context.Context, kind, id string, data []byte) error
+	// CreateRecord stores data only when (kind, id) is absent and reports whether it did.
+	CreateRecord(ctx context.Context, kind, id string, data []byte) (bool, error)
+	GetRecord(ctx context.Context, kind, id string) ([]byte, error) // ErrNotFound
+	// SwapRecord replaces the record with new only when its current value is
+	// byte-for-byte old (compare-and-swap) and reports whether it did; new == nil
+	// deletes it. ErrNotFound when absent. Many instances updating one record
+	// (approvals by several approvers at once) loop Get → change → Swap.
+	SwapRecord(ctx context.Context, kind, id string, old, new []byte) (bool, error)
+	DeleteRecord(ctx context.Context, kind, id string) error                 // idempotent
+	ListRecords(ctx context.Context, kind string) (map[string][]byte, error) // empty map when none
+}
+
 // Store is everything a Portcullis instance shares.
 type Store interface {
 	Users
@@ -176,6 +206,7 @@ type Store interface {
 	Locks
 	Ephemeral
 	Presence
+	Records
 	Feed
 	// Ping reports whether the backend answers (wrapping ErrUnavailable).
 	Ping(ctx context.Context) error

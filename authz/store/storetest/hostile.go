@@ -70,6 +70,17 @@ func keyedCalls(k string, exp time.Time) []Method {
 			return s.PutPresence(ctx, "kind", k, []byte("v"), time.Hour)
 		}),
 		m("DeletePresence", func(ctx context.Context, s store.Store) error { return s.DeletePresence(ctx, "kind", k) }),
+		m("PutRecord", func(ctx context.Context, s store.Store) error { return s.PutRecord(ctx, "kind", k, []byte("v")) }),
+		m("CreateRecord", func(ctx context.Context, s store.Store) error {
+			_, err := s.CreateRecord(ctx, "kind", k, []byte("v"))
+			return err
+		}),
+		m("GetRecord", func(ctx context.Context, s store.Store) error { _, err := s.GetRecord(ctx, "kind", k); return err }),
+		m("SwapRecord", func(ctx context.Context, s store.Store) error {
+			_, err := s.SwapRecord(ctx, "kind", k, []byte("v"), []byte("w"))
+			return err
+		}),
+		m("DeleteRecord", func(ctx context.Context, s store.Store) error { return s.DeleteRecord(ctx, "kind", k) }),
 	}
 }
 
@@ -183,6 +194,7 @@ func testNoCollisions(t *testing.T, e *env) {
 		ok(t, e.s.PutEnrolment(ctx, id, val("enrol", id)), "PutEnrolment")
 		ok(t, e.s.PutEphemeral(ctx, id, val("eph", id), hour), "PutEphemeral")
 		ok(t, e.s.PutPresence(ctx, "eph", id, val("pres", id), hour), "PutPresence")
+		ok(t, e.s.PutRecord(ctx, "eph", id, val("rec", id)), "PutRecord")
 		ok(t, e.s.PutSession(ctx, store.Session{ID: id, UserID: id, ExpiresAt: exp, Data: val("sess", id)}), "PutSession")
 		ok(t, e.s.PutLock(ctx, store.Lock{Subject: id, Reason: string(val("lock", id))}), "PutLock")
 		ok(t, e.s.PutRecoveryCodes(ctx, id, []string{string(val("rc", id))}), "PutRecoveryCodes")
@@ -192,6 +204,10 @@ func testNoCollisions(t *testing.T, e *env) {
 	presence := listPresence(t, e.s, "eph")
 	if len(presence) != len(trickyIDs) {
 		t.Fatalf("ListPresence has %d entries, want %d", len(presence), len(trickyIDs))
+	}
+	records := listRecords(t, e.s, "eph")
+	if len(records) != len(trickyIDs) {
+		t.Fatalf("ListRecords has %d entries, want %d", len(records), len(trickyIDs))
 	}
 	for _, id := range trickyIDs {
 		what := fmt.Sprintf("id %.20q", id)
@@ -209,6 +225,9 @@ func testNoCollisions(t *testing.T, e *env) {
 		v, err = e.s.GetEphemeral(ctx, id)
 		get("eph", v, err)
 		get("pres", presence[id], nil)
+		get("rec", records[id], nil)
+		v, err = e.s.GetRecord(ctx, "eph", id)
+		get("rec", v, err)
 		s, err := e.s.GetSession(ctx, id)
 		get("sess", s.Data, err)
 		l, err := e.s.GetLock(ctx, id)

@@ -66,6 +66,18 @@ func Methods() []Method {
 		}},
 		{"DeletePresence", func(ctx context.Context, s store.Store) error { return s.DeletePresence(ctx, "k", "p") }},
 		{"ListPresence", func(ctx context.Context, s store.Store) error { _, err := s.ListPresence(ctx, "k"); return err }},
+		{"PutRecord", func(ctx context.Context, s store.Store) error { return s.PutRecord(ctx, "k", "r", []byte("v")) }},
+		{"CreateRecord", func(ctx context.Context, s store.Store) error {
+			_, err := s.CreateRecord(ctx, "k", "r", []byte("v"))
+			return err
+		}},
+		{"GetRecord", func(ctx context.Context, s store.Store) error { _, err := s.GetRecord(ctx, "k", "r"); return err }},
+		{"SwapRecord", func(ctx context.Context, s store.Store) error {
+			_, err := s.SwapRecord(ctx, "k", "r", []byte("v"), []byte("w"))
+			return err
+		}},
+		{"DeleteRecord", func(ctx context.Context, s store.Store) error { return s.DeleteRecord(ctx, "k", "r") }},
+		{"ListRecords", func(ctx context.Context, s store.Store) error { _, err := s.ListRecords(ctx, "k"); return err }},
 		{"Publish", func(ctx context.Context, s store.Store) error {
 			return s.Publish(ctx, store.Event{Kind: store.EventSessionRevoked, Subject: "s"})
 		}},

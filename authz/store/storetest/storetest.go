@@ -57,6 +57,7 @@ func Run(t *testing.T, h Harness) {
 		{"Ephemeral", testEphemeral},
 		{"Users", testUsers},
 		{"Presence", testPresence},
+		{"Records", testRecords},
 		{"Feed", testFeed},
 		{"Concurrency", testConcurrency},
 		{"Hostile", testHostile},
