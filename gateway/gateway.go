@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
@@ -156,4 +157,13 @@ type Deps struct {
 	// HealthNotes, optional, adds lines to /healthz (audit sinks that
 	// fall behind); it is called per /healthz request only.
 	HealthNotes func() []string
+	// Access is just-in-time access (authz/access); nil turns it off:
+	// effective roles are the session's roles, /access and /api/access/*
+	// answer 404, and audit reads use base roles only.
+	Access *access.Manager
+	// TrailDir is the audit trail directory searched by
+	// /api/audit/events (audit.Search); "" turns that endpoint off (404).
+	TrailDir string
+	// Recordings serves /api/audit/recordings; nil turns it off (404).
+	Recordings RecordingStore
 }
