@@ -27,6 +27,8 @@ package access
 import (
 	"errors"
 	"time"
+
+	"github.com/portcullis/portcullis/authz/store"
 )
 
 // Record kinds in the store.
@@ -36,9 +38,8 @@ const (
 )
 
 // EventGrantsChanged is the feed event kind published after a grant is
-// added, revoked or expired (Subject = user ID). It has the value of
-// store.EventGrantsChanged.
-const EventGrantsChanged = "grants-changed"
+// added, revoked or expired (Subject = user ID).
+const EventGrantsChanged = store.EventGrantsChanged
 
 // Audit event types.
 const (
@@ -170,6 +171,8 @@ const (
 	codeDecided        = "already-decided"
 	codeNotRequestable = "not-requestable"
 	codeNotRequester   = "not-requester"
+	codeAlreadyPending = "already-pending"
+	codeInvalid        = "invalid-input"
 	codeAdminRevoke    = "admin-revoke"
 	codeUserDeleted    = "user-deleted"
 	codeRequestRevoked = "request-revoked"

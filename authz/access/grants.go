@@ -38,8 +38,10 @@ func (m *Manager) createGrant(ctx context.Context, r Request, code string) error
 	}
 	if created {
 		m.emit(ctx, audit.Event{Type: TypeGrant, UserID: g.UserID, Actor: g.CreatedBy, Reason: code, Attrs: grantAttrs(g, r)})
-		m.changed(ctx, g.UserID)
 	}
+	// Announced even when another writer won: false may also be our own
+	// retried write, and a second event only costs a reload.
+	m.changed(ctx, g.UserID)
 	return nil
 }
 
@@ -76,12 +78,8 @@ func (m *Manager) AddGrant(ctx context.Context, actor, userID, role string, expi
 	if err != nil {
 		return Grant{}, err
 	}
-	created, err := m.st.CreateRecord(ctx, KindGrant, id, b)
-	if err != nil {
+	if err := m.create(ctx, KindGrant, id, b); err != nil {
 		return Grant{}, err
-	}
-	if !created {
-		return Grant{}, fmt.Errorf("%w: grant ID collision", store.ErrUnavailable)
 	}
 	m.emit(ctx, audit.Event{Type: TypeGrant, UserID: userID, Actor: actor, Attrs: grantAttrs(g, Request{})})
 	m.changed(ctx, userID)
@@ -104,8 +102,15 @@ func (m *Manager) RevokeGrant(ctx context.Context, actor, grantID, reason string
 	if err != nil {
 		return err
 	}
+	var tried *Grant
 	for range maxSwaps {
 		old, err := m.st.GetRecord(ctx, KindGrant, grantID)
+		if errors.Is(err, store.ErrNotFound) && tried != nil {
+			// Our delete reported false but took effect (a retried write
+			// whose first reply was lost).
+			m.revoked(ctx, *tried, nil, actor, reason)
+			return nil
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return m.revokeUnwritten(ctx, actor, grantID, reason)
 		}
@@ -129,23 +134,29 @@ func (m *Manager) RevokeGrant(ctx context.Context, actor, grantID, reason string
 		if err != nil {
 			return notFound(err)
 		}
+		if derr != nil {
+			g = Grant{ID: grantID}
+		}
 		if !ok {
+			tried = &g
 			continue
 		}
-		attrs := map[string]string{"grant_id": grantID}
-		if derr == nil {
-			attrs = grantAttrs(g, Request{})
-		} else {
-			attrs["corrupt"] = "true"
-		}
-		if reason != "" {
-			attrs["reason"] = reason
-		}
-		m.emit(ctx, audit.Event{Type: TypeRevoke, UserID: g.UserID, Actor: actor, Reason: codeAdminRevoke, Attrs: attrs})
-		m.changed(ctx, g.UserID)
+		m.revoked(ctx, g, derr, actor, reason)
 		return nil
 	}
 	return fmt.Errorf("%w: grant %s kept changing", store.ErrUnavailable, grantID)
+}
+
+func (m *Manager) revoked(ctx context.Context, g Grant, derr error, actor, reason string) {
+	attrs := grantAttrs(g, Request{})
+	if derr != nil {
+		attrs = map[string]string{"grant_id": g.ID, "corrupt": "true"}
+	}
+	if reason != "" {
+		attrs["reason"] = reason
+	}
+	m.emit(ctx, audit.Event{Type: TypeRevoke, UserID: g.UserID, Actor: actor, Reason: codeAdminRevoke, Attrs: attrs})
+	m.changed(ctx, g.UserID)
 }
 
 // revokeUnwritten revokes the grant of an approved request that has no

@@ -33,11 +33,15 @@ type Records interface {
 	ListRecords(ctx context.Context, kind string) (map[string][]byte, error)
 }
 
+var _ Records = (store.Store)(nil)
+
 // Feed is the cross-instance event feed (store.Feed).
 type Feed interface {
 	Publish(ctx context.Context, e store.Event) error
 	Subscribe(ctx context.Context) (<-chan store.Event, error)
 }
+
+var _ Feed = (store.Store)(nil)
 
 // Deps are the manager's injected dependencies.
 type Deps struct {

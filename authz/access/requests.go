@@ -1,6 +1,7 @@
 package access
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -24,26 +25,38 @@ func (m *Manager) Submit(ctx context.Context, who Person, role string, d time.Du
 	if !validUserID(who.UserID) {
 		return Request{}, fmt.Errorf("%w: user ID", ErrInvalid)
 	}
+	r, rc, err := m.submit(ctx, who, role, d, reason)
+	if err != nil {
+		m.refused(ctx, TypeRequest, who.UserID, who.UserID, map[string]string{"role": boundedRole(role), "duration": d.String()}, err)
+		return Request{}, err
+	}
+	attrs := requestAttrs(r)
+	attrs["reason"] = r.Reason
+	m.emit(ctx, audit.Event{Type: TypeRequest, UserID: r.UserID, Actor: who.UserID, Decision: audit.Allow, Attrs: attrs})
+	m.notify(NotifyRequest, r, who.UserID, rc.Approvers)
+	return r, nil
+}
+
+func (m *Manager) submit(ctx context.Context, who Person, role string, d time.Duration, reason string) (Request, *RoleConfig, error) {
 	cfg := m.cfg.Load()
 	rc, ok := cfg.roles[role]
 	if !ok {
-		m.refused(ctx, TypeRequest, who.UserID, who.UserID, map[string]string{"role": boundedRole(role)}, ErrNotRequestable)
-		return Request{}, ErrNotRequestable
+		return Request{}, nil, ErrNotRequestable
 	}
 	if d <= 0 || d > rc.MaxDuration {
-		return Request{}, fmt.Errorf("%w: duration must be positive and at most %s", ErrInvalid, rc.MaxDuration)
+		return Request{}, nil, fmt.Errorf("%w: duration must be positive and at most %s", ErrInvalid, rc.MaxDuration)
 	}
 	reason, err := checkText("reason", reason, true)
 	if err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
 	now := m.now()
 	if err := m.checkPending(ctx, who.UserID, role, now); err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
 	id, err := m.newID("rq-")
 	if err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
 	r := Request{
 		ID: id, UserID: who.UserID, Role: role, Duration: d, Reason: reason,
@@ -51,20 +64,12 @@ func (m *Manager) Submit(ctx context.Context, who Person, role string, d time.Du
 	}
 	b, err := encode(r)
 	if err != nil {
-		return Request{}, err
+		return Request{}, nil, err
 	}
-	created, err := m.st.CreateRecord(ctx, KindRequest, id, b)
-	if err != nil {
-		return Request{}, err
+	if err := m.create(ctx, KindRequest, id, b); err != nil {
+		return Request{}, nil, err
 	}
-	if !created {
-		return Request{}, fmt.Errorf("%w: request ID collision", store.ErrUnavailable)
-	}
-	attrs := requestAttrs(r)
-	attrs["reason"] = r.Reason
-	m.emit(ctx, audit.Event{Type: TypeRequest, UserID: r.UserID, Actor: who.UserID, Decision: audit.Allow, Attrs: attrs})
-	m.notify(NotifyRequest, r, who.UserID, rc.Approvers)
-	return r, nil
+	return r, rc, nil
 }
 
 // checkPending refuses a second pending request for the same role and
@@ -289,6 +294,7 @@ func (m *Manager) update(ctx context.Context, typ string, who Person, id string,
 	if !validUserID(who.UserID) {
 		return Request{}, fmt.Errorf("%w: user ID", ErrInvalid)
 	}
+	var written []byte
 	for range maxSwaps {
 		old, err := m.st.GetRecord(ctx, KindRequest, id)
 		if err != nil {
@@ -297,6 +303,11 @@ func (m *Manager) update(ctx context.Context, typ string, who Person, id string,
 		r, err := decodeRequest(id, old)
 		if err != nil {
 			return Request{}, err
+		}
+		if written != nil && bytes.Equal(old, written) {
+			// The last swap took effect although it reported false (a
+			// retried write whose first reply was lost).
+			return r, nil
 		}
 		orig := r
 		if err := change(&r, m.now()); err != nil {
@@ -314,6 +325,7 @@ func (m *Manager) update(ctx context.Context, typ string, who Person, id string,
 		if ok {
 			return r, nil
 		}
+		written = b
 	}
 	return Request{}, fmt.Errorf("%w: request %s kept changing", store.ErrUnavailable, id)
 }
@@ -338,6 +350,8 @@ var refusalCodes = []struct {
 	{ErrAlreadyDecided, codeDecided},
 	{ErrNotRequestable, codeNotRequestable},
 	{ErrNotRequester, codeNotRequester},
+	{ErrAlreadyPending, codeAlreadyPending},
+	{ErrInvalid, codeInvalid},
 }
 
 // refused audits an action refused by the rules (not a store failure).
@@ -372,4 +386,19 @@ func boundedRole(role string) string {
 
 func (m *Manager) emit(ctx context.Context, e audit.Event) {
 	m.audit.Emit(ctx, e)
+}
+
+// create stores a record under a fresh random ID. CreateRecord may report
+// false for a write that took effect (a retried write whose first reply
+// was lost): finding exactly our bytes there means it did.
+func (m *Manager) create(ctx context.Context, kind, id string, b []byte) error {
+	created, err := m.st.CreateRecord(ctx, kind, id, b)
+	if err != nil || created {
+		return err
+	}
+	cur, err := m.st.GetRecord(ctx, kind, id)
+	if err == nil && bytes.Equal(cur, b) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s ID collision", store.ErrUnavailable, kind)
 }
