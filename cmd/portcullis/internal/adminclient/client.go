@@ -1,7 +1,9 @@
 // Package adminclient talks to a running Portcullis's admin API: over the
 // local Unix socket (the socket's 0600 mode is the authentication), or over
 // HTTPS to the access host with an admin's bearer token (minted at
-// /admin/token after a fresh TOTP code).
+// /admin/token after a fresh TOTP code). The same client also reaches the
+// user API (/api/access, /api/audit) with any user's bearer token (minted
+// at /token); RemoteOptions.API names which one in its errors.
 package adminclient
 
 import (
@@ -29,6 +31,7 @@ const maxResponse = 16 << 20
 type Client struct {
 	base  string // scheme://host, no trailing slash
 	token string
+	api   string // how errors name the API
 	http  *http.Client
 }
 
@@ -42,7 +45,7 @@ func NewUnix(path string, timeout time.Duration) *Client {
 		DisableCompression: true,
 	}
 	// The host name is never resolved; it only fills the Host header.
-	return &Client{base: "http://portcullis-admin", http: &http.Client{Transport: tr, Timeout: timeout}}
+	return &Client{base: "http://portcullis-admin", api: defaultAPI, http: &http.Client{Transport: tr, Timeout: timeout}}
 }
 
 // RemoteOptions configures NewRemote.
@@ -52,17 +55,29 @@ type RemoteOptions struct {
 	// CAFile trusts an extra root (a private CA); empty uses the system roots.
 	CAFile  string
 	Timeout time.Duration
+	// API names the API in errors ("cannot reach the access API"); zero
+	// value "admin API".
+	API string
 }
 
-// NewRemote returns a client for the admin API over HTTPS. Plain http is
-// refused: the bearer token is an admin credential.
+const defaultAPI = "admin API"
+
+// NewRemote returns a client for the admin (or user) API over HTTPS.
+// Plain http is refused: the bearer token is a credential.
 func NewRemote(o RemoteOptions) (*Client, error) {
+	api := o.API
+	if api == "" {
+		api = defaultAPI
+	}
 	u, err := url.Parse(o.Server)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return nil, errors.New("--server must be an https URL such as https://access.example.com")
 	}
 	if o.Token == "" {
-		return nil, errors.New("the admin token is empty")
+		if api == defaultAPI {
+			return nil, errors.New("the admin token is empty")
+		}
+		return nil, errors.New("the API token is empty")
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
@@ -77,7 +92,7 @@ func NewRemote(o RemoteOptions) (*Client, error) {
 		tlsCfg.RootCAs = pool
 	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, Proxy: http.ProxyFromEnvironment}
-	return &Client{base: "https://" + u.Host, token: o.Token, http: &http.Client{
+	return &Client{base: "https://" + u.Host, token: o.Token, api: api, http: &http.Client{
 		Transport: tr,
 		Timeout:   o.Timeout,
 		// A redirect would carry the request elsewhere; the admin API never
@@ -86,11 +101,13 @@ func NewRemote(o RemoteOptions) (*Client, error) {
 	}}, nil
 }
 
-// APIError is a non-2xx answer: the server's generic message and the
-// reference ID that finds the cause in its log and audit trail.
+// APIError is a non-2xx answer: the server's generic message, its stable
+// reason code when it gives one ("self-approval"), and the reference ID
+// that finds the cause in its log and audit trail.
 type APIError struct {
 	Status  int
 	Message string
+	Reason  string
 	Ref     string
 }
 
@@ -99,8 +116,15 @@ func (e *APIError) Error() string {
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
+	var notes []string
+	if e.Reason != "" {
+		notes = append(notes, "reason "+e.Reason)
+	}
 	if e.Ref != "" {
-		msg += " (ref " + e.Ref + ")"
+		notes = append(notes, "ref "+e.Ref)
+	}
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, ", ") + ")"
 	}
 	return msg
 }
@@ -111,6 +135,9 @@ type Request struct {
 	Path   string // already escaped, below the server root
 	Query  url.Values
 	Body   any // JSON-encoded when non-nil
+	// Accept is the Accept header; zero value application/json. Reports
+	// and recordings are other media types.
+	Accept string
 }
 
 // Call performs r and returns the raw JSON body of a 2xx answer, an
@@ -123,10 +150,10 @@ func (c *Client) Call(ctx context.Context, r Request) ([]byte, error) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, fmt.Errorf("read admin API answer: %w", err)
+		return nil, fmt.Errorf("read %s answer: %w", c.api, err)
 	}
 	if len(data) > maxResponse {
-		return nil, errors.New("admin API answer is too large")
+		return nil, fmt.Errorf("%s answer is too large", c.api)
 	}
 	return data, nil
 }
@@ -163,7 +190,11 @@ func (c *Client) do(ctx context.Context, hc *http.Client, r Request) (*http.Resp
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "application/json")
+	accept := r.Accept
+	if accept == "" {
+		accept = "application/json"
+	}
+	req.Header.Set("Accept", accept)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -172,13 +203,13 @@ func (c *Client) do(ctx context.Context, hc *http.Client, r Request) (*http.Resp
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the admin API: %w", err)
+		return nil, fmt.Errorf("cannot reach the %s: %w", c.api, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 		if err != nil {
-			return nil, fmt.Errorf("read admin API answer: %w", err)
+			return nil, fmt.Errorf("read %s answer: %w", c.api, err)
 		}
 		return nil, apiError(resp.StatusCode, data)
 	}
@@ -188,11 +219,12 @@ func (c *Client) do(ctx context.Context, hc *http.Client, r Request) (*http.Resp
 func apiError(status int, data []byte) *APIError {
 	e := &APIError{Status: status}
 	var body struct {
-		Error string `json:"error"`
-		Ref   string `json:"ref"`
+		Error  string `json:"error"`
+		Reason string `json:"reason"`
+		Ref    string `json:"ref"`
 	}
 	if json.Unmarshal(data, &body) == nil {
-		e.Message, e.Ref = Sanitize(body.Error), Sanitize(body.Ref)
+		e.Message, e.Reason, e.Ref = Sanitize(body.Error), Sanitize(body.Reason), Sanitize(body.Ref)
 		return e
 	}
 	text := strings.TrimSpace(string(data))
