@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -63,7 +61,7 @@ func (c *adminConn) client() (*adminclient.Client, error) {
 	})
 }
 
-const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock|purge|delete-user|rotate-key ..."
+const adminUsage = "portcullis admin [--socket PATH | --server URL --token-file FILE] [--json] users|sessions|revoke|mfa-reset|explain|kill|watch|revoke-cert|locks|lock|unlock|purge|delete-user|rotate-key|requests|grants|review ..."
 
 func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conn := &adminConn{socket: DefaultAdminSocket, timeout: 30 * time.Second}
@@ -110,6 +108,12 @@ func cmdAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return adminPurge(ctx, conn, subArgs, stdout, stderr)
 	case "delete-user":
 		return adminDeleteUser(ctx, conn, subArgs, stdout, stderr)
+	case "requests":
+		return adminRequests(ctx, conn, subArgs, stdout, stderr)
+	case "grants":
+		return adminGrants(ctx, conn, subArgs, stdout, stderr)
+	case "review":
+		return adminReview(ctx, conn, subArgs, stdout, stderr)
 	default:
 		return usageError(fs, stderr, "unknown command %q", sub)
 	}
@@ -126,21 +130,7 @@ func call(ctx context.Context, conn *adminConn, req adminclient.Request, stdout 
 	if err != nil {
 		return false, err
 	}
-	if conn.json {
-		var buf bytes.Buffer
-		if json.Indent(&buf, body, "", "  ") != nil {
-			return false, fmt.Errorf("the server answered with invalid JSON")
-		}
-		buf.WriteByte('\n')
-		_, err := stdout.Write(buf.Bytes())
-		return true, err
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			return false, fmt.Errorf("unexpected answer from the server: %v", err)
-		}
-	}
-	return false, nil
+	return decodeAnswer(body, conn.json, stdout, out)
 }
 
 func adminUsers(ctx context.Context, conn *adminConn, args []string, stdout, stderr io.Writer) int {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -11,7 +12,9 @@ import (
 	"github.com/portcullis/portcullis/bastion/recording"
 )
 
-// The audit command family: offline tools over the audit trail.
+// The audit command family: offline tools over the audit trail (verify),
+// and reads through the running server (search, recordings, recording; see
+// audit_search.go).
 
 const auditUsage = `Usage: portcullis audit COMMAND
 
@@ -21,12 +24,18 @@ Commands:
                                of every instance's trail in DIR (offline); with
                                --recordings, also authenticate every chunk of every
                                session recording in that directory
+  search --server URL --token-file FILE [--user U] [--type T] [--since T] [--until T] [--limit N] [--json]
+                               search the trail through the server (auditor role)
+  recordings --server URL --token-file FILE [--user U] [--json]
+                               list session recordings (your own, or any as auditor)
+  recording --server URL --token-file FILE [--out FILE] ID
+                               download a recording as asciicast v2
 
 Exit status of verify: 0 everything verifies, 1 a problem was found, 2 the
 directory or key could not be read, or a usage error.
 `
 
-func cmdAudit(args []string, stdout, stderr io.Writer) int {
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)
 		return exitUsage
@@ -34,6 +43,12 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "verify":
 		return auditVerify(args[1:], stdout, stderr)
+	case "search":
+		return auditSearch(ctx, args[1:], stdout, stderr)
+	case "recordings":
+		return auditRecordings(ctx, args[1:], stdout, stderr)
+	case "recording":
+		return auditRecording(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, auditUsage)
 		return exitOK

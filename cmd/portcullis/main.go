@@ -1,7 +1,8 @@
 // Command portcullis is the one Portcullis binary: the gateway and SSH
 // bastion server (serve), a self-contained demo (demo), a configuration
-// checker (config check), the admin client (admin) and the session
-// recording tools (play, recording).
+// checker (config check), the admin client (admin), just-in-time access
+// requests (request), and the audit and session recording tools (audit,
+// play, recording).
 //
 // Exit codes: 0 success, 1 failure (bad configuration, server error,
 // refused admin call), 2 usage error.
@@ -57,7 +58,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case "recording":
 		return cmdRecording(rest, stdout, stderr)
 	case "audit":
-		return cmdAudit(rest, stdout, stderr)
+		return cmdAudit(ctx, rest, stdout, stderr)
+	case "request":
+		return cmdRequest(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
@@ -89,7 +92,16 @@ Usage:
       purge [--dry-run]                 delete trail files and recordings past their retention (socket only)
       delete-user USER [--reason TEXT]  erase a user's MFA, sessions, SSH certificates, risk profile (socket only)
       rotate-key --old-key FILE --new-key FILE --dir DIR   re-wrap every recording's key (offline)
+      requests [list] | requests approve|deny ID [--note TEXT]   just-in-time access requests
+      grants [list] | grants add USER ROLE [--until RFC3339 | --for 720h] --reason TEXT | grants revoke ID --reason TEXT
+      review start --name NAME | status | show NAME | decide NAME ITEM keep|revoke [--note N] | signoff NAME
+      review report NAME --format csv|json|html [--out FILE]
+  portcullis request --server URL --token-file FILE [--ca-file F] [--json] COMMAND ...
+      --role ROLE --for 2h --reason TEXT   ask for a role for a while
+      list | show ID | cancel ID | approve ID [--note N] | deny ID [--note N] | grants
   portcullis audit verify [--pubkey FILE] DIR   check the audit trail (offline; exit 0 only when it verifies)
+  portcullis audit search --server URL --token-file FILE [--user U] [--type T] [--since T] [--until T] [--limit N] [--json]
+  portcullis audit recordings|recording ...     list or download session recordings through the server
   portcullis play (--key FILE | --config FILE) [--speed X] [--max-idle D] RECORDING
   portcullis recording info (--key FILE | --config FILE) [--json] RECORDING
   portcullis recording export (--key FILE | --config FILE) --format asciicast [-o FILE] RECORDING
