@@ -137,6 +137,7 @@ func (b *builder) build(f *File) *Config {
 	c.Policy, c.Compiled = b.policy(f.Policy, f.Gateway.Routes, targets)
 	c.Risk = b.risk(f.Risk)
 	c.Retention = b.retention(f.Retention)
+	c.Access = b.access(f.Access, c.Compiled, c.Policy)
 	return c
 }
 

@@ -13,7 +13,9 @@
 //     inline are all errors;
 //  3. build: each package's Config is assembled (authz.PolicyConfig,
 //     gateway.Config, session.Config, mfa.Config, identity.Config, store and
-//     audit options, risk.Config from the optional risk section, and
+//     audit options, risk.Config from the optional risk section, access.Config
+//     from the optional access section (its role names checked against the
+//     compiled policy), and
 //     bastion.Config when the optional bastion section is present — its targets are also the policy's targets), secrets are read from their *_file or *_env source,
 //     and every package's own Validate (and authz.Compile) runs; the
 //     *authz.FieldError key paths they return are mapped back to lines

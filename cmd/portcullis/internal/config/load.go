@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
@@ -42,6 +43,9 @@ type Config struct {
 	Risk       risk.Config
 	// Retention says how long the trail and recordings are kept (purge).
 	Retention audit.RetentionConfig
+	// Access is just-in-time access (requestable roles, audit reads,
+	// approver webhooks), validated against Compiled.
+	Access access.Config
 
 	Policy authz.PolicyConfig
 	// Compiled is Policy compiled (Load has already run authz.Compile).

@@ -52,6 +52,8 @@ type File struct {
 	Risk RiskSection `yaml:"risk"`
 	// Retention is optional: absent means audit 400 days, recordings 90.
 	Retention RetentionSection `yaml:"retention"`
+	// Access is optional: absent means nothing is requestable (access.go).
+	Access AccessSection `yaml:"access"`
 }
 
 // LogSection configures the process log (stderr).
