@@ -94,7 +94,7 @@ func (m *Manager) tick(ctx context.Context) {
 // expireRequest marks pending request r (stored as b) expired, once.
 func (m *Manager) expireRequest(ctx context.Context, r Request, b []byte) {
 	r = r.view(r.ExpiresAt)
-	nb, err := encode(r)
+	nb, err := m.encodeRequest(r)
 	if err != nil {
 		return
 	}

@@ -124,13 +124,32 @@ func encode(v any) ([]byte, error) {
 	return b, nil
 }
 
+// requestRecord is a request as stored. Rev is random per write, so that
+// after a SwapRecord that reported false, finding exactly the bytes we
+// wrote proves that our write took effect (a retried write whose reply was
+// lost), and never that another instance wrote the same content (two
+// identical approvals by one approver in the same instant).
+type requestRecord struct {
+	Request
+	Rev string `json:"rev,omitempty"`
+}
+
+func (m *Manager) encodeRequest(r Request) ([]byte, error) {
+	rev, err := m.newID("")
+	if err != nil {
+		return nil, err
+	}
+	return encode(requestRecord{Request: r, Rev: rev})
+}
+
 // decodeRequest decodes and checks a stored request: a record that is not
 // a well-formed request under its own key is an error, never a default.
 func decodeRequest(id string, b []byte) (Request, error) {
-	var r Request
-	if err := json.Unmarshal(b, &r); err != nil {
+	var rec requestRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
 		return Request{}, corrupt(KindRequest, id, "not JSON")
 	}
+	r := rec.Request
 	switch {
 	case r.ID != id || !validID(r.ID):
 		return Request{}, corrupt(KindRequest, id, "ID does not match its key")

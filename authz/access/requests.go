@@ -62,7 +62,7 @@ func (m *Manager) submit(ctx context.Context, who Person, role string, d time.Du
 		ID: id, UserID: who.UserID, Role: role, Duration: d, Reason: reason,
 		CreatedAt: now, ExpiresAt: now.Add(cfg.PendingTTL), State: StatePending, Needed: rc.Approvals,
 	}
-	b, err := encode(r)
+	b, err := m.encodeRequest(r)
 	if err != nil {
 		return Request{}, nil, err
 	}
@@ -314,7 +314,7 @@ func (m *Manager) update(ctx context.Context, typ string, who Person, id string,
 			m.refused(ctx, typ, orig.UserID, who.UserID, requestAttrs(orig), err)
 			return Request{}, err
 		}
-		b, err := encode(r)
+		b, err := m.encodeRequest(r)
 		if err != nil {
 			return Request{}, err
 		}
