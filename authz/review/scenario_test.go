@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -310,5 +311,31 @@ func TestDormantAndUnusedBoundaries(t *testing.T) {
 				t.Fatalf("item %+v", it)
 			}
 		})
+	}
+}
+
+// TestPolicyRoles checks the authz accessor reviews rely on: every role,
+// sorted by name, as copies the caller may change.
+func TestPolicyRoles(t *testing.T) {
+	p := quarterPolicy(t)
+	roles := p.Roles()
+	var names []string
+	for _, r := range roles {
+		names = append(names, r.Name)
+	}
+	if !slices.Equal(names, []string{"admin", "dba", "engineer", "oncall"}) {
+		t.Fatalf("roles %v", names)
+	}
+	if roles[1].RequireMFA == nil || roles[1].MaxSessionTTL != authz.DefaultMaxSessionTTL {
+		t.Fatalf("defaults not applied: %+v", roles[1])
+	}
+	roles[1].Users[0] = "changed"
+	roles[2].Groups[0] = "changed"
+	again := p.Roles()
+	if again[1].Users[0] != dave || again[2].Groups[0] != "engineers" {
+		t.Fatal("Roles returned aliases of the compiled policy")
+	}
+	if (*authz.Policy)(nil).Roles() != nil {
+		t.Fatal("nil policy has roles")
 	}
 }
