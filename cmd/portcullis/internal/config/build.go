@@ -138,6 +138,7 @@ func (b *builder) build(f *File) *Config {
 	c.Risk = b.risk(f.Risk)
 	c.Retention = b.retention(f.Retention)
 	c.Access = b.access(f.Access, c.Compiled, c.Policy)
+	c.Reviews = b.reviews(f.Reviews, c.Retention)
 	return c
 }
 

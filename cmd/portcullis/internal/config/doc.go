@@ -15,7 +15,7 @@
 //     gateway.Config, session.Config, mfa.Config, identity.Config, store and
 //     audit options, risk.Config from the optional risk section, access.Config
 //     from the optional access section (its role names checked against the
-//     compiled policy), and
+//     compiled policy), review.Config from the optional reviews section, and
 //     bastion.Config when the optional bastion section is present — its targets are also the policy's targets), secrets are read from their *_file or *_env source,
 //     and every package's own Validate (and authz.Compile) runs; the
 //     *authz.FieldError key paths they return are mapped back to lines

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/review"
 	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
@@ -46,6 +47,8 @@ type Config struct {
 	// Access is just-in-time access (requestable roles, audit reads,
 	// approver webhooks), validated against Compiled.
 	Access access.Config
+	// Reviews tunes access reviews (dormancy, look-back, due, cadence).
+	Reviews review.Config
 
 	Policy authz.PolicyConfig
 	// Compiled is Policy compiled (Load has already run authz.Compile).

@@ -54,6 +54,8 @@ type File struct {
 	Retention RetentionSection `yaml:"retention"`
 	// Access is optional: absent means nothing is requestable (access.go).
 	Access AccessSection `yaml:"access"`
+	// Reviews is optional: absent means review's defaults (reviews.go).
+	Reviews ReviewsSection `yaml:"reviews"`
 }
 
 // LogSection configures the process log (stderr).
