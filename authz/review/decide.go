@@ -99,7 +99,7 @@ func action(it *Item, decision string) string {
 	case SourceIdPGroup:
 		return fmt.Sprintf("remove %s from IdP group %s", who, strconv.Quote(it.Group))
 	case SourceConfig:
-		return fmt.Sprintf("remove %s from roles[%s].users in the config file", strconv.Quote(it.Entry), it.Role)
+		return fmt.Sprintf("remove %s from roles[%s].users in the config file", strconv.Quote(it.ConfigEntry), it.Role)
 	}
 	return ""
 }

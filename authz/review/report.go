@@ -151,7 +151,7 @@ func buildReport(c Campaign) report {
 		}
 		ri := reportItem{
 			ID: it.ID, UserID: it.UserID, Email: it.Email, Role: it.Role, Source: string(it.Source),
-			Group: it.Group, ConfigEntry: it.Entry, GrantID: it.GrantID,
+			Group: it.Group, ConfigEntry: it.ConfigEntry, GrantID: it.GrantID,
 			LastLogin: reportTime(it.LastLogin), LastUse: reportTime(it.LastUse), Uses: make([]reportUse, len(it.Uses)),
 			Dormant: it.Dormant, Unused: it.Unused, Locked: it.Locked, MFAEnrolled: it.MFAEnrolled,
 			Decision: it.Decision, DecidedBy: it.DecidedBy, DecidedAt: reportTime(it.DecidedAt),

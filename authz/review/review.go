@@ -89,14 +89,14 @@ type Use struct {
 
 // Item is one way one user holds one role, with its evidence and decision.
 type Item struct {
-	ID      string `json:"id"`
-	UserID  string `json:"user_id,omitempty"` // empty only for a config email entry nobody logged in with
-	Email   string `json:"email,omitempty"`
-	Role    string `json:"role"`
-	Source  Source `json:"source"`
-	Group   string `json:"group,omitempty"`        // idp-group: the IdP group
-	Entry   string `json:"config_entry,omitempty"` // config: the users: entry as written
-	GrantID string `json:"grant_id,omitempty"`     // local/temporary
+	ID          string `json:"id"`
+	UserID      string `json:"user_id,omitempty"` // empty only for a config email entry nobody logged in with
+	Email       string `json:"email,omitempty"`
+	Role        string `json:"role"`
+	Source      Source `json:"source"`
+	Group       string `json:"group,omitempty"`        // idp-group: the IdP group
+	ConfigEntry string `json:"config_entry,omitempty"` // config: the users: entry as written
+	GrantID     string `json:"grant_id,omitempty"`     // local/temporary
 	// GrantStart and GrantExpires bound a grant; GrantExpires zero = until revoked.
 	GrantStart   time.Time `json:"grant_start,omitzero"`
 	GrantExpires time.Time `json:"grant_expires,omitzero"`

@@ -182,7 +182,7 @@ func (r *countingReader) Read(p []byte) (int, error) {
 
 func wantQuarterItems() []Item {
 	return []Item{
-		{ID: "0001", Email: "Erin@Example.com", Role: "dba", Source: SourceConfig, Entry: "Erin@Example.com",
+		{ID: "0001", Email: "Erin@Example.com", Role: "dba", Source: SourceConfig, ConfigEntry: "Erin@Example.com",
 			Dormant: true, Unused: true},
 		{ID: "0002", UserID: alice, Email: "alice@example.com", Role: "admin", Source: SourceIdPGroup, Group: "admins",
 			LastLogin: ts("2026-09-20T08:00:00Z"), Unused: true, MFAEnrolled: true},
@@ -194,10 +194,10 @@ func wantQuarterItems() []Item {
 			}},
 		{ID: "0004", UserID: bob, Email: "bob@example.com", Role: "engineer", Source: SourceIdPGroup, Group: "engineers",
 			LastLogin: ts("2026-05-01T00:00:00Z"), LastUse: ts("2026-06-15T12:00:00Z"), Dormant: true, Unused: true, MFAEnrolled: true},
-		{ID: "0005", UserID: dave, Email: "dave@example.com", Role: "dba", Source: SourceConfig, Entry: dave,
+		{ID: "0005", UserID: dave, Email: "dave@example.com", Role: "dba", Source: SourceConfig, ConfigEntry: dave,
 			LastLogin: ts("2026-09-25T07:00:00Z"), LastUse: ts("2026-09-26T07:05:00Z"), Locked: true, MFAEnrolled: true,
 			Uses: []Use{{Kind: "ssh", Name: "db-1", Login: "postgres", Last: ts("2026-09-26T07:05:00Z"), Count: 1}}},
-		{ID: "0006", UserID: frank, Email: "frank@example.com", Role: "dba", Source: SourceConfig, Entry: "Frank@Example.com",
+		{ID: "0006", UserID: frank, Email: "frank@example.com", Role: "dba", Source: SourceConfig, ConfigEntry: "Frank@Example.com",
 			LastLogin: ts("2026-09-29T12:00:00Z"), Unused: true},
 		{ID: "0007", UserID: frank, Email: "frank@example.com", Role: "engineer", Source: SourceIdPGroup, Group: "engineers",
 			LastLogin: ts("2026-09-29T12:00:00Z"), LastUse: ts("2026-07-10T15:00:00Z"),

@@ -158,7 +158,7 @@ func (m *Manager) snapshot(ctx context.Context, now time.Time) ([]Item, error) {
 				u := &users[i]
 				if u.UserID == entry || isEmail && strings.EqualFold(u.Email, entry) {
 					matched = true
-					items = append(items, Item{UserID: u.UserID, Email: u.Email, Role: r.Name, Source: SourceConfig, Entry: entry})
+					items = append(items, Item{UserID: u.UserID, Email: u.Email, Role: r.Name, Source: SourceConfig, ConfigEntry: entry})
 				}
 			}
 			if matched {
@@ -166,7 +166,7 @@ func (m *Manager) snapshot(ctx context.Context, now time.Time) ([]Item, error) {
 			}
 			// Nobody with this entry ever logged in: the holding exists
 			// all the same, and it is exactly what a review should see.
-			it := Item{Role: r.Name, Source: SourceConfig, Entry: entry}
+			it := Item{Role: r.Name, Source: SourceConfig, ConfigEntry: entry}
 			if isEmail {
 				it.Email = entry
 			} else {
@@ -201,7 +201,7 @@ func (m *Manager) snapshot(ctx context.Context, now time.Time) ([]Item, error) {
 	slices.SortFunc(items, func(a, b Item) int {
 		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.Email, b.Email), cmp.Compare(a.Role, b.Role),
 			cmp.Compare(sourceOrder(a.Source), sourceOrder(b.Source)), cmp.Compare(a.Group, b.Group),
-			cmp.Compare(a.Entry, b.Entry), cmp.Compare(a.GrantID, b.GrantID))
+			cmp.Compare(a.ConfigEntry, b.ConfigEntry), cmp.Compare(a.GrantID, b.GrantID))
 	})
 	width := max(4, len(strconv.Itoa(len(items))))
 	for i := range items {
