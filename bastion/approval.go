@@ -317,9 +317,13 @@ func (b *Bastion) approvalCert(d session.SSHApprovalDecision, login, tgt string)
 		return nil, errors.New("approval without a user")
 	}
 	p := b.policy.Load()
+	now := b.now()
+	// The approval carries the approver's base roles; their grants count
+	// too (the decision adds them again from the cache, grants.go).
+	roles := b.effectiveRoles(d.UserID, d.Roles, now)
 	principals := []string{login}
 	if tgt == "" {
-		if l := p.SSHLogins(d.Roles); len(l) > 0 {
+		if l := p.SSHLogins(roles); len(l) > 0 {
 			principals = l
 		}
 	}
@@ -331,7 +335,6 @@ func (b *Bastion) approvalCert(d session.SSHApprovalDecision, login, tgt string)
 		}
 		serial = binary.BigEndian.Uint64(sb[:])
 	}
-	now := b.now()
 	ext := map[string]string{
 		session.ExtRoles:                strings.Join(d.Roles, ","),
 		session.ExtPermitPTY:            "",
@@ -344,7 +347,7 @@ func (b *Bastion) approvalCert(d session.SSHApprovalDecision, login, tgt string)
 		Key: b.appr.signer.PublicKey(), Serial: serial, CertType: ssh.UserCert, KeyId: d.UserID,
 		ValidPrincipals: principals,
 		ValidAfter:      uint64(now.Add(-session.CertBackdate).Unix()),
-		ValidBefore:     uint64(now.Add(min(p.MaxSessionTTL(d.Roles), session.MaxCertTTL)).Unix()),
+		ValidBefore:     uint64(now.Add(min(p.MaxSessionTTL(roles), session.MaxCertTTL)).Unix()),
 		Permissions:     ssh.Permissions{CriticalOptions: map[string]string{}, Extensions: ext},
 	}
 	if err := cert.SignCert(b.rand, b.appr.signer); err != nil {

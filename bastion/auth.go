@@ -487,7 +487,7 @@ func (a *authConn) roleNeedsMFA(meta ssh.ConnMetadata, cert *ssh.Certificate) bo
 	if tgt == "" {
 		return false
 	}
-	dec, _ := a.b.decide(a.b.policy.Load(), accessFor(cert, a.src, tgt, login))
+	dec, _ := a.b.decide(a.b.policy.Load(), a.b.accessFor(cert, a.src, tgt, login))
 	return dec.Reason == ReasonPerSessionMFA
 }
 

@@ -16,6 +16,9 @@
 //   - Every connection lives under one context whose cancel cause is the
 //     single way a session ends on the bastion's initiative: kill, idle,
 //     max duration, revocation, lock, recording failure, shutdown.
+//   - A user's roles are the certificate's plus their active just-in-time
+//     grants; a session a grant allowed ends when the grant expires or is
+//     revoked (grants.go).
 //   - Lockdown decisions are the risk engine's (authz/risk): the bastion
 //     reports failures, canary touches, logins and download volume, and
 //     obeys locks and source blocks from before the key exchange to the
@@ -112,6 +115,10 @@ type Deps struct {
 	// *audit.FileLog, required): while it cannot, new connections are
 	// refused (audithealth.go).
 	AuditHealth AuditHealth
+	// Grants is the just-in-time grant cache (access.Manager, optional:
+	// without it the certificate's roles are all a user holds). See
+	// grants.go.
+	Grants Grants
 }
 
 // Bastion is the SSH enforcement point. Create it with New and run it with
@@ -134,6 +141,15 @@ type Bastion struct {
 	// auditHealth: new connections are refused while the trail cannot
 	// be written (audithealth.go).
 	auditHealth AuditHealth
+
+	// grants is the just-in-time grant cache (nil: none); grantQ holds
+	// the users whose grants changed, and grantGen counts the cache
+	// reloads that were followed by a re-decision (grants.go).
+	grants   Grants
+	grantQ   *grantQueue
+	grantGen atomic.Uint64
+	// grantsUnknown: the last reload failed (grants.go).
+	grantsUnknown atomic.Bool
 
 	server    *ssh.ServerConfig
 	userCAs   map[string]bool // marshalled trusted user CA keys
@@ -206,6 +222,7 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		denyLinger: 10 * time.Second,
 	}
 	b.auditHealth = deps.AuditHealth
+	b.grants, b.grantQ = deps.Grants, newGrantQueue()
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -311,6 +328,9 @@ func (b *Bastion) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	go b.watchdog(ctx)
+	if b.grants != nil {
+		go b.followGrants(ctx)
+	}
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()

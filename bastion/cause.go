@@ -14,6 +14,9 @@ type EndCause struct {
 	Code    string // stable reason code
 	Message string // shown to the user (generic, no secrets)
 	Detail  string // for audit/log only (e.g. the admin's kill reason)
+	// Ref is the reference the user was shown, when the end has one
+	// (it goes into the session-end audit event).
+	Ref string
 }
 
 func (e *EndCause) Error() string { return "session ended: " + e.Code }
@@ -33,6 +36,11 @@ const (
 	EndCertRevoked    = "cert-revoked"
 	EndUserRevoked    = "user-revoked"
 	EndShutdown       = "shutdown"
+	// EndGrantRevoked: a just-in-time grant the session needed was
+	// revoked (or could not be confirmed after a grants-changed event).
+	EndGrantRevoked = "grant-revoked"
+	// EndGrantExpired: a just-in-time grant the session needed expired.
+	EndGrantExpired = "grant-expired"
 )
 
 var (

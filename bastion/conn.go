@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,9 +54,13 @@ type conn struct {
 
 	mode    connMode
 	userMsg string // deny / failure message for the user (with reference)
-	grant   grant
-	rec     *recording.Writer
-	up      upstreamFuture
+	// perm is what the connection may do, set by setup and replaced
+	// (never widened) when a grant change makes it decide again
+	// (grants.go); redecideMu serialises those re-decisions.
+	perm       atomic.Pointer[grant]
+	redecideMu sync.Mutex
+	rec        *recording.Writer
+	up         upstreamFuture
 
 	lastActive  atomic.Int64 // unix nanos of the last relayed byte (injected clock)
 	chanSeq     atomic.Uint32
@@ -123,9 +128,20 @@ func (b *Bastion) newConn(parent context.Context, sconn *ssh.ServerConn) (*conn,
 
 func (c *conn) touch() { c.lastActive.Store(c.b.now().UnixNano()) }
 
+// noGrant is what a connection that was not allowed may do: nothing.
+var noGrant = &grant{}
+
+// granted returns what the connection may do now.
+func (c *conn) granted() *grant {
+	if g := c.perm.Load(); g != nil {
+		return g
+	}
+	return noGrant
+}
+
 // access is the connection's question to the policy.
 func (c *conn) access() access {
-	a := accessFor(c.cert, c.src, c.tname, c.login)
+	a := c.b.accessFor(c.cert, c.src, c.tname, c.login)
 	a.sessionMFA = c.sessionMFA
 	return a
 }
@@ -221,6 +237,9 @@ func (c *conn) setup() {
 		c.mode = modeList
 		return
 	}
+	// A grant change followed while the session is not registered yet
+	// is caught by comparing generations once it is (below).
+	gen := c.b.grantGen.Load()
 	dec, g := c.b.decide(c.b.policy.Load(), c.access())
 	ev := c.event(audit.TypeDecision)
 	ev.Reason = string(dec.Reason)
@@ -244,8 +263,11 @@ func (c *conn) setup() {
 		return
 	}
 	ev.Decision, ev.Role = audit.Allow, dec.Role
+	if len(g.viaGrant) > 0 {
+		ev.Attrs["granted_roles"] = strings.Join(g.viaGrant, ",")
+	}
 	c.b.audit.Emit(context.Background(), ev)
-	c.grant = g
+	c.perm.Store(&g)
 	if err := c.openRecording(); err != nil {
 		ref := audit.NewRef(c.b.rand)
 		alert := c.event(TypeSSHAlert)
@@ -264,13 +286,16 @@ func (c *conn) setup() {
 	// A lock raised since authentication, whose event came before the
 	// session was registered, ends it now.
 	c.recheckLock()
+	if c.b.grants != nil && c.b.grantGen.Load() != gen && !c.redecide(EndGrantRevoked, !c.b.grantsUnknown.Load()) {
+		return
+	}
 	go c.dialUpstream()
 }
 
 // openRecording creates the connection's recording. After a recording
 // failure a probe write must succeed first.
 func (c *conn) openRecording() error {
-	b := c.b
+	b, g := c.b, c.granted()
 	if b.recBroken.Load() {
 		if err := recording.Probe(b.cfg.RecordingDir, b.recOpts); err != nil {
 			return err
@@ -286,7 +311,7 @@ func (c *conn) openRecording() error {
 		Target:      c.tname,
 		TargetAddr:  c.tgt.Addr,
 		Login:       c.login,
-		Roles:       c.grant.roles,
+		Roles:       g.roles,
 		CertSerial:  c.cert.Serial,
 		Start:       c.start,
 		RecordInput: b.cfg.RecordInput,
@@ -461,8 +486,20 @@ func (c *conn) check(now, wall time.Time) {
 		c.recordingFailed(err)
 		return
 	}
-	if !c.grant.deadline.IsZero() && !now.Before(c.grant.deadline) {
-		c.cancel(causeMaxDuration)
+	g := c.granted()
+	if !g.recheck.IsZero() && !now.Before(g.recheck) {
+		// A grant the session holds ended: decide again (grants.go).
+		if !c.redecide(EndGrantExpired, true) {
+			return
+		}
+		g = c.granted()
+	}
+	if !g.deadline.IsZero() && !now.Before(g.deadline) {
+		if g.endsByGrant() {
+			c.endForGrant(EndGrantExpired, "", g)
+		} else {
+			c.cancel(causeMaxDuration)
+		}
 		return
 	}
 	if idle := c.b.cfg.IdleTimeout; idle > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) >= idle {
@@ -548,7 +585,7 @@ func (c *conn) finish() {
 	c.b.registry.remove(c)
 	cause := causeOf(c.ctx)
 	ev := c.event(TypeSSHSessionEnd)
-	ev.Reason = cause.Code
+	ev.Reason, ev.Ref = cause.Code, cause.Ref
 	if cause.Detail != "" {
 		ev.Attrs["detail"] = cause.Detail
 	}

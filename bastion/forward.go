@@ -175,7 +175,7 @@ func (c *conn) handleDirectTCPIP(nc ssh.NewChannel) {
 		return
 	}
 	dest := netJoin(m.Host, m.Port)
-	if len(c.grant.forwards) == 0 {
+	if len(c.granted().forwards) == 0 {
 		c.denyForward(nc, dest, ReasonForwardNotPermitted)
 		return
 	}
@@ -252,7 +252,7 @@ func (c *conn) resolveForward(host string, port uint16) (netip.Addr, string) {
 			reason = ReasonForwardDeniedAddr
 			continue
 		}
-		for _, p := range c.grant.forwards {
+		for _, p := range c.granted().forwards {
 			if p.matches(name, a, port) {
 				return a, ""
 			}

@@ -99,10 +99,11 @@ func (r *Registry) List() []SessionInfo {
 }
 
 func (c *conn) info() SessionInfo {
+	g := c.granted()
 	return SessionInfo{
 		ID: c.id, UserID: c.userID, Login: c.login, Target: c.tname, SourceIP: addrString(c.src),
-		Roles: c.grant.roles, CertSerial: c.cert.Serial, WebSessionID: c.cert.Extensions[session.ExtWebSession], Start: c.start,
-		LastActive: time.Unix(0, c.lastActive.Load()), Deadline: c.grant.deadline,
+		Roles: g.roles, CertSerial: c.cert.Serial, WebSessionID: c.cert.Extensions[session.ExtWebSession], Start: c.start,
+		LastActive: time.Unix(0, c.lastActive.Load()), Deadline: g.deadline,
 		Recording: c.rec.Path(), Instance: c.b.cfg.Instance,
 	}
 }
@@ -233,13 +234,22 @@ func (b *Bastion) apply(ctx context.Context, ev store.Event) {
 		}
 	case store.EventPolicyChanged:
 		b.Reevaluate()
+	case store.EventGrantsChanged:
+		// Decided again once the grant cache has reloaded (grants.go).
+		if b.grants != nil && ev.Subject != "" {
+			b.grantQ.push(ev.Subject, false)
+		}
 	case store.EventResync:
 		// Events may have been missed: re-check every live certificate,
 		// and every live user against the lock records (a lost `locked`
-		// event must not leave a locked user's session running).
+		// event must not leave a locked user's session running) and
+		// against their grants.
 		b.recheck(ctx, func(SessionInfo) bool { return true })
 		for _, c := range b.registry.snapshot() {
 			c.recheckLock()
+		}
+		if b.grants != nil {
+			b.grantQ.push("", true)
 		}
 	}
 }

@@ -188,7 +188,7 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 		if ssh.Unmarshal(req.Payload, &m) != nil {
 			return false, nil
 		}
-		if !c.grant.pty {
+		if !c.granted().pty {
 			return s.deny(req.Type, "", "pty-not-permitted")
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventPTY, Term: m.Term, Cols: m.Cols, Rows: m.Rows}); err != nil {
@@ -240,7 +240,7 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 			return s.deny(req.Type, m.Command, reasonSFTPExec)
 		}
 		scp := recording.NewSCPParser(m.Command, s.emit)
-		if scp != nil && !c.grant.fileTransfer {
+		if scp != nil && !c.granted().fileTransfer {
 			return s.deny(req.Type, m.Command, reasonFileTransferDenied)
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventExec, Command: m.Command}); err != nil {
@@ -258,7 +258,7 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 		if m.Name != "sftp" {
 			return s.deny(req.Type, m.Name, "subsystem-not-allowed")
 		}
-		if !c.grant.fileTransfer {
+		if !c.granted().fileTransfer {
 			return s.deny(req.Type, m.Name, reasonFileTransferDenied)
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventSubsystem, Name: m.Name}); err != nil {
@@ -278,7 +278,7 @@ func (s *sessionChan) clientRequest(req *ssh.Request) (bool, error) {
 	case "break", "eow@openssh.com":
 		return s.forward(req)
 	case "auth-agent-req@openssh.com":
-		if !c.grant.agent {
+		if !c.granted().agent {
 			return s.deny(req.Type, "", "agent-forwarding-not-permitted")
 		}
 		if err := c.recordEvent(s.id, recording.Event{Type: recording.EventAgent}); err != nil {

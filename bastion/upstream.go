@@ -62,7 +62,7 @@ func (c *conn) upstream() (ssh.Conn, error) {
 // background so the target handshake overlaps the client's channel setup.
 func (c *conn) dialUpstream() {
 	defer close(c.up.done)
-	uc, chans, reqs, err := c.b.connectTarget(c.ctx, c.tgt, c.login, c.upstreamKeyID(), c.grant)
+	uc, chans, reqs, err := c.b.connectTarget(c.ctx, c.tgt, c.login, c.upstreamKeyID(), *c.granted())
 	if err != nil {
 		ref := audit.NewRef(c.b.rand)
 		reason, msg := ReasonDialFailed, fmt.Sprintf("cannot connect to target %s (%s)", c.tname, ref)
