@@ -31,6 +31,15 @@ type fakeStore struct {
 	yield bool
 	// failList makes ListRecords of that kind fail.
 	failList string
+	// lostReplies makes every nth successful create or swap report
+	// false, as a backend retrying a write whose reply was lost does.
+	lostReplies, writes int
+}
+
+// lost reports whether this successful write's reply is "lost".
+func (f *fakeStore) lost() bool {
+	f.writes++
+	return f.lostReplies > 0 && f.writes%f.lostReplies == 0
 }
 
 func newFakeStore() *fakeStore {
@@ -49,7 +58,7 @@ func (f *fakeStore) CreateRecord(_ context.Context, kind, id string, data []byte
 		f.recs[kind] = map[string][]byte{}
 	}
 	f.recs[kind][id] = slices.Clone(data)
-	return true, nil
+	return !f.lost(), nil
 }
 
 func (f *fakeStore) GetRecord(_ context.Context, kind, id string) ([]byte, error) {
@@ -80,7 +89,7 @@ func (f *fakeStore) SwapRecord(_ context.Context, kind, id string, old, new []by
 	} else {
 		f.recs[kind][id] = slices.Clone(new)
 	}
-	return true, nil
+	return !f.lost(), nil
 }
 
 func (f *fakeStore) ListRecords(_ context.Context, kind string) (map[string][]byte, error) {

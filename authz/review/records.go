@@ -1,6 +1,7 @@
 package review
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -97,7 +98,7 @@ func (m *Manager) swapHeader(ctx context.Context, old []byte, h header) ([]byte,
 	if err != nil {
 		return nil, false, err
 	}
-	ok, err := m.deps.Store.SwapRecord(ctx, KindCampaign, h.ID, old, b)
+	ok, err := m.swap(ctx, KindCampaign, h.ID, old, b)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, fmt.Errorf("%w: campaign", ErrNotFound)
 	}
@@ -123,11 +124,44 @@ func (m *Manager) swapItem(ctx context.Context, campaignID string, old []byte, r
 	if err != nil {
 		return false, err
 	}
-	ok, err := m.deps.Store.SwapRecord(ctx, itemKind(campaignID), r.ID, old, b)
+	ok, err := m.swap(ctx, itemKind(campaignID), r.ID, old, b)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, fmt.Errorf("%w: item", ErrNotFound)
 	}
 	return ok, err
+}
+
+// swap is SwapRecord for writes that must know whether they landed. A
+// backend may retry a write whose reply was lost and then report false
+// although the first attempt took effect (see store.Records): a false is
+// ours after all when the record now holds exactly our bytes. Our bytes
+// carry our actor and a nanosecond time (or a random token), so another
+// writer's bytes are never the same unless they say the same thing.
+func (m *Manager) swap(ctx context.Context, kind, id string, old, new []byte) (bool, error) {
+	ok, err := m.deps.Store.SwapRecord(ctx, kind, id, old, new)
+	if err != nil || ok {
+		return ok, err
+	}
+	return m.holds(ctx, kind, id, new)
+}
+
+// create is CreateRecord with the same care as swap.
+func (m *Manager) create(ctx context.Context, kind, id string, data []byte) (bool, error) {
+	ok, err := m.deps.Store.CreateRecord(ctx, kind, id, data)
+	if err != nil || ok {
+		return ok, err
+	}
+	return m.holds(ctx, kind, id, data)
+}
+
+func (m *Manager) holds(ctx context.Context, kind, id string, data []byte) (bool, error) {
+	cur, err := m.deps.Store.GetRecord(ctx, kind, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return bytes.Equal(cur, data), nil
 }
 
 // updateItem runs a Get → change → Swap loop on one item. change returns

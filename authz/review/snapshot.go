@@ -57,7 +57,7 @@ func (m *Manager) Start(ctx context.Context, actor, name string) (Campaign, erro
 	if err != nil {
 		return Campaign{}, err
 	}
-	ok, err := m.deps.Store.CreateRecord(ctx, KindCampaign, id, b)
+	ok, err := m.create(ctx, KindCampaign, id, b)
 	if err != nil {
 		return Campaign{}, err
 	}
@@ -70,7 +70,7 @@ func (m *Manager) Start(ctx context.Context, actor, name string) (Campaign, erro
 		if err != nil {
 			return Campaign{}, err
 		}
-		ok, err := m.deps.Store.CreateRecord(ctx, kind, it.ID, b)
+		ok, err := m.create(ctx, kind, it.ID, b)
 		if err != nil {
 			return Campaign{}, fmt.Errorf("%w: %w", ErrIncomplete, err)
 		}
