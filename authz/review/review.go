@@ -206,6 +206,12 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 	case deps.Audit == nil:
 		return nil, errors.New("review: no audit emitter")
 	}
+	// A nil *access.Manager is how callers say "JIT access is off"; in
+	// the interface it would not compare equal to nil, and its store
+	// methods are not nil-safe.
+	if g, ok := deps.Grants.(*access.Manager); ok && g == nil {
+		deps.Grants = nil
+	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}

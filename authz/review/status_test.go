@@ -183,7 +183,16 @@ func TestNewChecksDeps(t *testing.T) {
 			}
 		})
 	}
-	m, err := New(Config{Period: 7 * 24 * time.Hour}, ok)
+	typedNil := ok
+	typedNil.Grants = (*access.Manager)(nil) // JIT access off, as cmd passes it
+	m, err := New(Config{}, typedNil)
+	if err != nil || m.deps.Grants != nil {
+		t.Fatalf("typed nil grants manager kept: %v", err)
+	}
+	if c, err := m.Start(context.Background(), root, "no-jit"); err != nil || len(c.Items) != 7 {
+		t.Fatalf("start without JIT: %d items, %v", len(c.Items), err)
+	}
+	m, err = New(Config{Period: 7 * 24 * time.Hour}, ok)
 	if err != nil || m.cfg.Period != 7*24*time.Hour || m.cfg.Due != DefaultDue {
 		t.Fatalf("%+v %v", m, err)
 	}
