@@ -14,8 +14,9 @@ import (
 
 // adminDeleteUser erases what Portcullis stores about a user, in one call
 // to the running server: TOTP secret and recovery codes, web sessions
-// (on every instance), SSH certificates (revoked by key ID), the risk
-// profile and the users entry. The audit trail keeps the user ID, as the
+// (on every instance), SSH certificates (revoked by key ID), just-in-time
+// access requests and grants (a grant ends at once), the risk profile and
+// the users entry. The audit trail keeps the user ID, as the
 // law allows for security logs; an account lock is kept.
 func adminDeleteUser(ctx context.Context, conn *adminConn, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("admin delete-user", "portcullis admin delete-user USER [--reason TEXT] [--json]", stderr)
@@ -59,6 +60,7 @@ func adminDeleteUser(ctx context.Context, conn *adminConn, args []string, stdout
 	if res.SSHCertsRevoked {
 		fmt.Fprintf(stdout, "  SSH certificates:      revoked (every one issued so far)\n")
 	}
+	fmt.Fprintf(stdout, "  JIT requests/grants:   %d removed\n", res.AccessRecords)
 	fmt.Fprintf(stdout, "  TOTP enrolment:        %s\n", removed(res.MFAEnrolment))
 	fmt.Fprintf(stdout, "  recovery codes:        %d removed\n", res.RecoveryCodes)
 	fmt.Fprintf(stdout, "  risk profile:          %s\n", removed(res.RiskProfile))

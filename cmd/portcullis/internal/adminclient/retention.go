@@ -40,14 +40,17 @@ type DeleteUserResult struct {
 	Sessions        int    `json:"sessions"`          // web sessions revoked on every instance
 	SSHCertsRevoked bool   `json:"ssh_certs_revoked"` // every certificate issued to the user so far (key ID)
 	RiskProfile     bool   `json:"risk_profile"`      // login profile and usage baseline
+	// AccessRecords counts the just-in-time access requests (any state:
+	// they hold the user's reasons) and grants removed.
+	AccessRecords int `json:"access_records"`
 	// Locked: an account lock exists. It is kept: a lock is a security
 	// record, and lifting it is a separate, audited decision (unlock).
 	Locked bool `json:"locked"`
 }
 
 // DeleteUser removes everything stored about a user (TOTP secret,
-// recovery codes, web sessions, SSH certificates, risk profile, users
-// entry) in one call. A user of whom nothing is stored answers 404.
+// recovery codes, web sessions, SSH certificates, risk profile,
+// just-in-time access requests and grants, users entry) in one call. A user of whom nothing is stored answers 404.
 func DeleteUser(userID, reason string) Request {
 	return Request{Method: http.MethodPost, Path: prefix + "users/" + url.PathEscape(userID) + "/delete", Body: DeleteUserRequest{Reason: reason}}
 }

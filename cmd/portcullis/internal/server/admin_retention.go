@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/mfa"
 	"github.com/portcullis/portcullis/authz/risk"
@@ -151,7 +152,7 @@ func (in *Instance) deleteUserCall(w http.ResponseWriter, r *http.Request, escap
 	res, found, err := in.DeleteUser(r.Context(), user)
 	ev.Attrs = deleteAttrs(res, req.Reason)
 	switch {
-	case errors.Is(err, mfa.ErrInvalidUser):
+	case errors.Is(err, mfa.ErrInvalidUser), errors.Is(err, access.ErrInvalid):
 		in.adminFail(w, r, http.StatusBadRequest, "invalid user ID", err, ev)
 		return
 	case errors.Is(err, store.ErrUnavailable):
@@ -181,6 +182,7 @@ func deleteAttrs(res adminclient.DeleteUserResult, reason string) map[string]str
 		"sessions":          strconv.Itoa(res.Sessions),
 		"ssh_certs_revoked": strconv.FormatBool(res.SSHCertsRevoked),
 		"risk_profile":      strconv.FormatBool(res.RiskProfile),
+		"access_records":    strconv.Itoa(res.AccessRecords),
 		"locked":            strconv.FormatBool(res.Locked),
 	}
 	if reason != "" {
@@ -209,9 +211,11 @@ func riskKeys(userID string) []string {
 // DeleteUser removes what the store holds about userID: web sessions
 // (revoked on every instance through the feed), SSH certificates issued
 // so far (revoked by key ID; live SSH sessions end), the TOTP secret and
-// recovery codes, the risk engine's profile, baseline and window epoch,
-// and the users entry — access first, data after, the users entry last so
-// that a retry after a store failure still finds the user. An account
+// recovery codes, just-in-time access requests and grants (a grant ends
+// at once: its removal is announced like a revocation), the risk engine's
+// profile, baseline and window epoch, and the users entry — access first,
+// data after, the users entry last so that a retry after a store failure
+// still finds the user. An account
 // lock is kept (Locked reports it). found is false, and nothing is done,
 // when none of these exist.
 //
@@ -222,7 +226,7 @@ func (in *Instance) DeleteUser(ctx context.Context, userID string) (res admincli
 	res.UserID = userID
 	st := in.Store
 	unavailable := func(what string, err error) error {
-		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, mfa.ErrInvalidUser) {
+		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, mfa.ErrInvalidUser) || errors.Is(err, access.ErrInvalid) {
 			return fmt.Errorf("delete user: %s: %w", what, err)
 		}
 		return fmt.Errorf("delete user: %s: %w: %w", what, store.ErrUnavailable, err)
@@ -258,7 +262,11 @@ func (in *Instance) DeleteUser(ctx context.Context, userID string) (res admincli
 	} else if !notFound(err) {
 		return res, false, unavailable("lock", err)
 	}
-	if !res.DirectoryEntry && !res.MFAEnrolment && res.RecoveryCodes == 0 && res.Sessions == 0 && !res.RiskProfile {
+	accessRecords, err := in.countAccess(ctx, userID)
+	if err != nil {
+		return res, false, unavailable("access requests and grants", err)
+	}
+	if !res.DirectoryEntry && !res.MFAEnrolment && res.RecoveryCodes == 0 && res.Sessions == 0 && !res.RiskProfile && accessRecords == 0 {
 		return res, false, nil
 	}
 
@@ -272,6 +280,13 @@ func (in *Instance) DeleteUser(ctx context.Context, userID string) (res admincli
 		}
 		res.SSHCertsRevoked = true
 	}
+	if in.Access != nil {
+		// Requests first (inside DeleteUser), so no grant is made from
+		// one again; grants after, each audited and announced.
+		if res.AccessRecords, err = in.Access.DeleteUser(ctx, userID); err != nil {
+			return res, true, unavailable("access requests and grants", err)
+		}
+	}
 	// Then the data.
 	if err := in.MFA.Reset(ctx, userID); err != nil {
 		return res, true, unavailable("TOTP enrolment", err)
@@ -284,6 +299,34 @@ func (in *Instance) DeleteUser(ctx context.Context, userID string) (res admincli
 	if err := st.DeleteUser(ctx, userID); err != nil && !notFound(err) {
 		return res, true, unavailable("users entry", err)
 	}
-	in.log.Info("user deleted", "user_id", userID, "sessions", res.Sessions, "locked", res.Locked)
+	in.log.Info("user deleted", "user_id", userID, "sessions", res.Sessions, "access_records", res.AccessRecords, "locked", res.Locked)
 	return res, true, nil
+}
+
+// countAccess counts the access requests (any state) and the active
+// grants of userID, to tell whether anything is stored about them.
+func (in *Instance) countAccess(ctx context.Context, userID string) (int, error) {
+	if in.Access == nil {
+		return 0, nil
+	}
+	reqs, err := in.Access.ListRequests(ctx)
+	if err != nil {
+		return 0, err
+	}
+	grants, err := in.Access.ListGrants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range reqs {
+		if r.UserID == userID {
+			n++
+		}
+	}
+	for _, g := range grants {
+		if g.UserID == userID {
+			n++
+		}
+	}
+	return n, nil
 }

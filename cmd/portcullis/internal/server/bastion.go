@@ -65,9 +65,12 @@ func (in *Instance) openBastion(ctx context.Context, cfg *config.Config, opts Op
 		Risk: in.Risk,
 		// Fail closed: no new connection while the trail cannot be written.
 		AuditHealth: in.Audit,
-		Logger:      log,
-		Now:         opts.Now,
-		Rand:        opts.Rand,
+		// Roles = certificate roles ∪ active just-in-time grants; a
+		// session a grant allowed ends when it expires or is revoked.
+		Grants: in.Access,
+		Logger: log,
+		Now:    opts.Now,
+		Rand:   opts.Rand,
 	})
 	if err != nil {
 		return fmt.Errorf("bastion: %w", err)

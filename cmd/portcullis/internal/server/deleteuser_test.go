@@ -23,6 +23,7 @@ import (
 	"github.com/pquerna/otp/totp"
 	"go.etcd.io/bbolt"
 
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/adminclient"
@@ -48,10 +49,13 @@ func TestDeleteUser(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			f := testfixture.New(t)
 			f.WithBastion(t)
-			var extra, prefix string
+			// The admin role is requestable, so the user can have a
+			// pending request as well as a grant.
+			extra := "access: {requestable: [{role: admin, approvers: [admin]}]}\n"
+			var prefix string
 			if backend == "redis" {
 				prefix = "portcullis-test:deleteuser:" + randomHex(t) + ":"
-				extra = fmt.Sprintf("store: {backend: redis, redis: {addr: %q, key_prefix: %q}}", redisAddr(), prefix)
+				extra += fmt.Sprintf("store: {backend: redis, redis: {addr: %q, key_prefix: %q}}", redisAddr(), prefix)
 				cleanRedis(t, prefix)
 			}
 			a := openAs(t, f, "a", extra)
@@ -118,6 +122,19 @@ func TestDeleteUser(t *testing.T) {
 				}
 			}
 			_, cert := testfixture.Issue(t, a.SSHCA, user)
+			// Just-in-time access: a standing grant and a pending request.
+			if _, err := a.Access.AddGrant(ctx, "tester", user, "admin", time.Time{}, "on call"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Access.Submit(ctx, access.Person{UserID: user}, "admin", time.Hour, "INC-1 private reason"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Access.AddGrant(ctx, "tester", other, "admin", time.Time{}, "other"); err != nil {
+				t.Fatal(err)
+			}
+			if roles := a.Access.Roles(user, nil, time.Now()); len(roles) != 1 {
+				t.Fatalf("roles before delete-user: %v", roles)
+			}
 
 			body, err := admin.Call(ctx, adminclient.DeleteUser(user, "left the company"))
 			if err != nil {
@@ -128,7 +145,7 @@ func TestDeleteUser(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := adminclient.DeleteUserResult{UserID: user, DirectoryEntry: true, MFAEnrolment: true, RecoveryCodes: res.RecoveryCodes,
-				Sessions: 2, SSHCertsRevoked: true, RiskProfile: true, Locked: locked}
+				Sessions: 2, SSHCertsRevoked: true, RiskProfile: true, AccessRecords: 2, Locked: locked}
 			if res != want || res.RecoveryCodes == 0 {
 				t.Fatalf("result %+v, want %+v", res, want)
 			}
@@ -153,6 +170,16 @@ func TestDeleteUser(t *testing.T) {
 			// The other user is untouched.
 			if ok, err := a.MFA.Enrolled(ctx, other); err != nil || !ok {
 				t.Errorf("other user's enrolment: %v %v", ok, err)
+			}
+			// The grant no longer counts here, nor on the other instance.
+			if roles := a.Access.Roles(user, nil, time.Now()); len(roles) != 0 {
+				t.Errorf("roles after delete-user on instance a: %v", roles)
+			}
+			if roles := a.Access.Roles(other, nil, time.Now()); len(roles) != 1 {
+				t.Errorf("the other user's grant: %v", roles)
+			}
+			if b != nil {
+				waitUntil(t, "the grant to end on instance b", func() bool { return len(b.Access.Roles(user, nil, time.Now())) == 0 })
 			}
 
 			// The trail: the deletion with the actor; the user ID is kept.

@@ -32,7 +32,7 @@ func (in *Instance) reloadRisk(cfg *config.Config, ev *audit.Event) {
 }
 
 // restartSections names the sections whose settings differ between old and
-// new, other than the policy and risk (which reload applies). Secrets are compared
+// new, other than the policy, risk and access (which reload applies). Secrets are compared
 // but never printed.
 func restartSections(old, cur *config.Config) []string {
 	var out []string
@@ -53,6 +53,7 @@ func restartSections(old, cur *config.Config) []string {
 		{"audit", old.Audit, cur.Audit},
 		{"audit.sinks", sinksView(old.AuditSinks), sinksView(cur.AuditSinks)},
 		{"retention", old.Retention, cur.Retention},
+		{"reviews", old.Reviews, cur.Reviews},
 		{"bastion", bastionView(old), bastionView(cur)},
 	} {
 		if !reflect.DeepEqual(s.old, s.cur) {

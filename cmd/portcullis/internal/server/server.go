@@ -22,9 +22,11 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/review"
 	"github.com/portcullis/portcullis/authz/risk"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
@@ -62,6 +64,10 @@ type Instance struct {
 	SSHCA           *session.SSHCA
 	CertRevocations *session.CertRevocations
 	Bastion         *bastion.Bastion
+	// Access is just-in-time access (always built: access.go); Reviews
+	// runs access reviews.
+	Access  *access.Manager
+	Reviews *review.Manager
 
 	sshLn  net.Listener
 	geo    *geoLocator // risk's GeoIP database, replaced on reload
@@ -73,6 +79,7 @@ type Instance struct {
 
 	shippers []*audit.Shipper // audit sinks (audit.go)
 	auditBG  sync.WaitGroup   // shippers and the trail's health watcher
+	accessBG sync.WaitGroup   // the access manager's Run loop
 }
 
 // Open builds every component from cfg. ctx bounds start-up work (OIDC
@@ -129,6 +136,16 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 	if err := in.openRisk(bg, cfg, opts); err != nil {
 		return in, err
 	}
+	if err := in.openAccess(bg, cfg, opts); err != nil {
+		return in, err
+	}
+	if err := in.openReviews(cfg, opts); err != nil {
+		return in, err
+	}
+	var recordings gateway.RecordingStore
+	if cfg.Bastion != nil {
+		recordings = newRecordingStore(cfg.Bastion.RecordingDir, cfg.Bastion.RecordingKey, opts.Logger)
+	}
 	in.Gateway, err = gateway.New(cfg.Gateway, gateway.Deps{
 		Policy:     in.Policy,
 		Sessions:   in.Sessions,
@@ -145,6 +162,12 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		// Fail closed: no new login while the trail cannot be written.
 		AuditHealth: in.Audit,
 		HealthNotes: in.auditHealthNotes,
+		// Effective roles include active grants; trail searches and
+		// recording reads are served from the trail and recordings
+		// directories (audited by the gateway, allowed or not).
+		Access:     in.Access,
+		TrailDir:   cfg.Audit.Dir,
+		Recordings: recordings,
 	})
 	if err != nil {
 		return in, err
@@ -180,7 +203,8 @@ func (in *Instance) Close() error {
 		in.sshLn.Close() // already closed when the bastion served
 	}
 	in.cancel()
-	in.auditBG.Wait() // sinks stop (their cursors are durable) before the trail closes
+	in.accessBG.Wait() // its last audit events go to the trail before it closes
+	in.auditBG.Wait()  // sinks stop (their cursors are durable) before the trail closes
 	if in.geo != nil {
 		in.geo.close()
 	}
@@ -194,8 +218,8 @@ func (in *Instance) Close() error {
 }
 
 // Reload re-reads the configuration through load and swaps in the new
-// policy and risk settings. On any error the running policy (and risk
-// settings) stay. Only the policy and the risk section are reloaded: other
+// policy, risk and access settings. On any error the running ones stay.
+// Only the policy and the risk and access sections are reloaded: other
 // sections take effect at the next restart, and a warning names the ones
 // that changed.
 func (in *Instance) Reload(ctx context.Context, load func() (*config.Config, error)) error {
@@ -210,6 +234,7 @@ func (in *Instance) Reload(ctx context.Context, load func() (*config.Config, err
 	in.Policy.Store(cfg.Compiled)
 	ev.Decision, ev.Reason = audit.Allow, "policy-reloaded"
 	in.reloadRisk(cfg, &ev)
+	in.reloadAccess(cfg, ev.Attrs)
 	// Role and rule changes apply to live SSH sessions too: those the new
 	// policy no longer allows end now.
 	if ended := in.reevaluateSSH(); ended > 0 {
