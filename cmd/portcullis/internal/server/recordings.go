@@ -142,7 +142,12 @@ func (s *recordingStore) ExportRecording(ctx context.Context, id string, w io.Wr
 	}
 	defer f.Close()
 	size := fi.Size()
-	_, err = recording.VerifyReader(io.NewSectionReader(f, 0, size), s.key)
+	res, err := recording.VerifyReader(io.NewSectionReader(f, 0, size), s.key)
+	if err == nil || errors.Is(err, recording.ErrTruncated) {
+		if res == nil || res.SessionID != id {
+			err = fmt.Errorf("%w: file %s%s holds the recording of another session", recording.ErrTampered, id, recording.FileExt)
+		}
+	}
 	if err != nil && !errors.Is(err, recording.ErrTruncated) {
 		s.log.Error("recording export refused: it does not authenticate", "recording", id, "err", err)
 		return err
@@ -169,7 +174,8 @@ func (s *recordingStore) open(id string) (*os.File, fs.FileInfo, error) {
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, id+recording.FileExt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP):
+		// A link is nothing the bastion wrote.
 		return nil, nil, store.ErrNotFound
 	case err != nil:
 		return nil, nil, fmt.Errorf("recordings: %w", err)
