@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/portcullis/portcullis/authz"
+	"github.com/portcullis/portcullis/authz/access"
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/identity/devidp"
@@ -50,6 +51,10 @@ const (
 	idpPath       = "/dev-idp"
 	clientID      = "portcullis-demo"
 	instance      = "demo"
+	// jitRole is requestable (just-in-time access); auditorRole reads
+	// the trail and others' recordings.
+	jitRole     = "db-admin"
+	auditorRole = "auditor"
 )
 
 // demoUser is one development IdP account.
@@ -308,7 +313,7 @@ func newIdP(access string, st *state) (*devidp.IdP, error) {
 
 // buildConfig is the demo's configuration, built in code (there is no
 // file): the same structures `serve` gets from its YAML file.
-func buildConfig(dataDir string, port int, upstream, access string, st *state) (*config.Config, error) {
+func buildConfig(dataDir string, port int, upstream, accessURL string, st *state) (*config.Config, error) {
 	pol := authz.PolicyConfig{
 		Apps: []authz.AppConfig{{Name: dashboardApp}},
 		Roles: []authz.RoleConfig{
@@ -318,11 +323,25 @@ func buildConfig(dataDir string, port int, upstream, access string, st *state) (
 				Allow: []authz.Rule{{Apps: []string{dashboardApp}}},
 				Deny:  []authz.Rule{{Apps: []string{dashboardApp}, PathPrefixes: []string{"/admin"}}},
 			},
+			// Held through a just-in-time grant: requested on /access,
+			// approved by an admin. Its SSH rights come with the bastion
+			// (ssh.go). No demo user is in its group.
+			{Name: jitRole, Groups: []string{jitRole + "s"}},
+			// Reads other users' recordings and searches the trail
+			// (audit_read, as a standing role in the demo).
+			{Name: auditorRole, Groups: []string{"admins"}},
 		},
 	}
 	compiled, err := authz.Compile(pol)
 	if err != nil {
 		return nil, fmt.Errorf("demo policy: %w", err)
+	}
+	acc := access.Config{
+		Roles:     []access.RoleConfig{{Role: jitRole, Approvers: []string{"admin"}, Approvals: 1, MaxDuration: 8 * time.Hour}},
+		AuditRead: access.AuditReadConfig{Role: auditorRole},
+	}
+	if err := acc.Validate(compiled); err != nil {
+		return nil, fmt.Errorf("demo access settings: %w", err)
 	}
 	cfg := &config.Config{
 		Path:        "(demo)",
@@ -338,8 +357,8 @@ func buildConfig(dataDir string, port int, upstream, access string, st *state) (
 			Instance:   instance,
 		},
 		Identity: identity.Config{
-			Issuer: access + idpPath, ClientID: clientID, ClientSecret: st.ClientSecret,
-			RedirectURL: access + config.CallbackPath,
+			Issuer: accessURL + idpPath, ClientID: clientID, ClientSecret: st.ClientSecret,
+			RedirectURL: accessURL + config.CallbackPath,
 		},
 		MFA:          mfa.Config{Issuer: "Portcullis demo", Key: st.MFAKey},
 		Session:      session.Config{CookieKey: st.CookieKey},
@@ -347,6 +366,7 @@ func buildConfig(dataDir string, port int, upstream, access string, st *state) (
 		Audit:        audit.FileConfig{Dir: filepath.Join(dataDir, "audit"), Instance: instance},
 		Policy:       pol,
 		Compiled:     compiled,
+		Access:       acc,
 		AssertionKey: st.AssertionKey,
 	}
 	return cfg, nil
@@ -383,9 +403,11 @@ Portcullis demo is running (everything on 127.0.0.1; data in %s).
   Open    %s   the sample dashboard (you will be sent to log in)
           %s/   the access host: login, your sessions, sign out
 
-  Users   alice / %s   group admins    -> role admin (all apps, admin API; SSH to every target as %s)
+  Users   alice / %s   group admins    -> roles admin (all apps, admin API; SSH to every target as %s), auditor
           bob   / %s   group engineers -> role engineer (grafana, but not /admin; SSH to %s as %s)
           At first login you enrol an authenticator app (TOTP); the page also shows the secret as text.
+  Access  bob requests role %s (SSH as %s, port forwards; up to 8h) at %s/access; alice approves;
+          access review: portcullis admin --socket %s review start --name 2026-Q4, then %s/reviews
 
   The certificate is self-signed: accept the browser warning once per host
   (access.localhost and grafana.localhost), or use curl -k, e.g.
@@ -410,7 +432,9 @@ Portcullis demo is running (everything on 127.0.0.1; data in %s).
 
 Press Ctrl-C to stop.
 `, dataDir, info.DashboardURL, info.AccessURL,
-		pw("alice"), strings.Join(info.Logins, " or "), pw("bob"), targetName, engineerLogin, info.AccessURL,
+		pw("alice"), strings.Join(info.Logins, " or "), pw("bob"), targetName, engineerLogin,
+		jitRole, strings.Join(info.Logins, " or "), info.AccessURL, info.AdminSocket, info.AccessURL,
+		info.AccessURL,
 		info.SSHAddr, info.SSHHostKey, targetName, info.Target,
 		info.AccessURL, filepath.Join(dataDir, certName),
 		sshPort, engineerLogin, targetName, sshHost,

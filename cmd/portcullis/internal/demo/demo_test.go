@@ -124,7 +124,8 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{info.DashboardURL, "alice / " + info.Passwords["alice"], "bob   / " + info.Passwords["bob"], "curl -k", "admin --socket",
 		"portcullis login --proxy " + info.AccessURL + " --ca-file " + filepath.Join(dir, certName),
 		"ssh -p " + sshPort + " " + info.Logins[len(info.Logins)-1] + "@demo-target@127.0.0.1", info.SSHHostKey,
-		"portcullis audit verify " + filepath.Join(dir, "audit")} {
+		"portcullis audit verify " + filepath.Join(dir, "audit"),
+		"requests role db-admin", info.AccessURL + "/access", "review start --name 2026-Q4"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}

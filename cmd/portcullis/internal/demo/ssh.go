@@ -73,6 +73,9 @@ func addBastion(cfg *config.Config, k *sshKeys, tgt *target, listen string, logi
 		case "engineer":
 			r.Allow = append(r.Allow, authz.Rule{TargetLabels: map[string]string{"env": "demo"}, Logins: logins[len(logins)-1:]})
 			r.FileTransfer = true
+		case jitRole:
+			r.Allow = append(r.Allow, authz.Rule{TargetLabels: map[string]string{"env": "demo"}, Logins: logins})
+			r.FileTransfer, r.PortForwards = true, []string{"localhost:*"}
 		}
 	}
 	compiled, err := authz.Compile(cfg.Policy)
