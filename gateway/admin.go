@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
 
@@ -63,6 +64,8 @@ type adminCall struct {
 	actor string // admin's user ID, or local-admin
 	// sessionID is the admin token's session (remote callers only).
 	sessionID string
+	// roles are the admin token's base roles (remote callers only).
+	roles []string
 }
 
 // localHandler trusts its caller (the 0600 Unix socket) as the local root admin.
@@ -78,41 +81,17 @@ func (a *adminAPI) remoteHandler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		ev := a.event(r, "")
 		ev.Attrs = map[string]string{"action": "authenticate"}
-		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		tok = strings.TrimSpace(tok)
-		if !strings.EqualFold(scheme, "Bearer") || tok == "" || len(tok) > 512 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis-admin"`)
-			a.fail(w, r, http.StatusUnauthorized, "authentication required", "admin-auth-required", nil, ev)
-			return
-		}
-		rec, err := a.g.deps.Sessions.Lookup(r.Context(), tok)
-		if isNoSession(err) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis-admin", error="invalid_token"`)
-			a.fail(w, r, http.StatusUnauthorized, "authentication required", "admin-auth-required", err, ev)
-			return
-		} else if err != nil {
-			a.storeFail(w, r, err, ev)
-			return
-		}
-		ev.UserID, ev.SessionID, ev.Actor = rec.UserID, rec.ID, rec.UserID
 		pol := a.g.deps.Policy.Load()
-		if !rec.MFA || pol == nil || !pol.IsAdmin(rec.Roles) {
-			a.fail(w, r, http.StatusForbidden, "forbidden", "not-admin", errors.New("admin API called without admin role or MFA"), ev)
+		rec, ok := a.bearerSession(w, r, &ev, "portcullis-admin", "admin-auth-required", func(rec session.Record) (string, error) {
+			if !a.g.isAdmin(pol, rec.UserID, rec.Roles, a.g.now()) {
+				return "not-admin", errors.New("admin API called without admin role")
+			}
+			return "", nil
+		})
+		if !ok {
 			return
 		}
-		// Per request, from the store: a locked admin's token may still
-		// be in some instance's session cache for the feed's latency,
-		// and the admin API is the last place a lock may lag.
-		v, err := a.g.deps.Risk.Locked(r.Context(), rec.UserID)
-		if err != nil {
-			a.storeFail(w, r, err, ev)
-			return
-		}
-		if !v.Allow {
-			a.failRef(w, r, http.StatusForbidden, lockedMessage(v, v.Ref), v.Reason, nil, ev, v.Ref)
-			return
-		}
-		a.route(&adminCall{w: w, r: r, actor: rec.UserID, sessionID: rec.ID})
+		a.route(&adminCall{w: w, r: r, actor: rec.UserID, sessionID: rec.ID, roles: rec.Roles})
 	})
 }
 
@@ -158,6 +137,17 @@ func (a *adminAPI) route(c *adminCall) {
 		ep = endpoint{http.MethodPost, a.lock}
 	case len(seg) == 2 && seg[0] == "locks" && seg[1] == "unlock":
 		ep = endpoint{http.MethodPost, a.unlock}
+	// Just-in-time access (admin_access.go).
+	case len(seg) == 1 && seg[0] == "requests":
+		ep = endpoint{http.MethodGet, a.accessRequests}
+	case len(seg) == 3 && seg[0] == "requests" && (seg[2] == "approve" || seg[2] == "deny"):
+		ep = endpoint{http.MethodPost, a.accessDecide}
+	case len(seg) == 1 && seg[0] == "grants" && c.r.Method == http.MethodPost:
+		ep = endpoint{http.MethodPost, a.accessGrantAdd}
+	case len(seg) == 1 && seg[0] == "grants":
+		ep = endpoint{http.MethodGet, a.accessGrants}
+	case len(seg) == 3 && seg[0] == "grants" && seg[2] == "revoke":
+		ep = endpoint{http.MethodPost, a.accessGrantRevoke}
 	default:
 		a.fail(c.w, c.r, http.StatusNotFound, "not found", "not-found", nil, ev)
 		return

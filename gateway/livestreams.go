@@ -21,9 +21,16 @@ import (
 // errAccessRevoked is the cancel cause of a stream whose access ended.
 var errAccessRevoked = errors.New("access revoked (session revoked, user locked or revoked)")
 
+// errGrantEnded is the cancel cause of a stream whose just-in-time grant
+// ended (expired, revoked or changed).
+var errGrantEnded = errors.New("access ended (just-in-time grant expired, revoked or changed)")
+
 type liveStream struct {
 	userID, sessionID string
-	cancel            context.CancelCauseFunc
+	// viaGrant: the role that admitted the stream is held only through a
+	// just-in-time grant.
+	viaGrant bool
+	cancel   context.CancelCauseFunc
 }
 
 type liveStreams struct {
@@ -41,7 +48,7 @@ func longLived(r *http.Request) bool {
 }
 
 // add registers a stream; the returned func unregisters it.
-func (l *liveStreams) add(userID, sessionID string, cancel context.CancelCauseFunc) func() {
+func (l *liveStreams) add(userID, sessionID string, viaGrant bool, cancel context.CancelCauseFunc) func() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
@@ -49,7 +56,7 @@ func (l *liveStreams) add(userID, sessionID string, cancel context.CancelCauseFu
 	}
 	l.next++
 	id := l.next
-	l.m[id] = liveStream{userID: userID, sessionID: sessionID, cancel: cancel}
+	l.m[id] = liveStream{userID: userID, sessionID: sessionID, viaGrant: viaGrant, cancel: cancel}
 	return func() {
 		l.mu.Lock()
 		delete(l.m, id)
@@ -59,6 +66,11 @@ func (l *liveStreams) add(userID, sessionID string, cancel context.CancelCauseFu
 
 // end cancels the streams match selects.
 func (l *liveStreams) end(match func(liveStream) bool) int {
+	return l.endCause(match, errAccessRevoked)
+}
+
+// endCause cancels the streams match selects with cause.
+func (l *liveStreams) endCause(match func(liveStream) bool, cause error) int {
 	l.mu.Lock()
 	var hit []liveStream
 	for _, s := range l.m {
@@ -68,7 +80,7 @@ func (l *liveStreams) end(match func(liveStream) bool) int {
 	}
 	l.mu.Unlock()
 	for _, s := range hit {
-		s.cancel(errAccessRevoked)
+		s.cancel(cause)
 	}
 	return len(hit)
 }
@@ -121,7 +133,15 @@ func (g *Gateway) applyStreamEvent(ctx context.Context, ev store.Event) {
 		if id, ok := strings.CutPrefix(ev.Subject, "user:"); ok {
 			n = g.streams.end(func(s liveStream) bool { return s.userID == id })
 		}
+	case store.EventGrantsChanged:
+		// The grant cache may not have reloaded yet, so whether the
+		// grant still holds cannot be told here: end the user's streams
+		// that rest on a grant (fail closed). Clients reconnect and are
+		// decided again.
+		n = g.streams.endCause(func(s liveStream) bool { return s.viaGrant && s.userID == ev.Subject }, errGrantEnded)
 	case store.EventResync:
+		// Grant changes may have been missed too.
+		n = g.streams.endCause(func(s liveStream) bool { return s.viaGrant }, errGrantEnded)
 		for _, s := range g.streams.snapshot() {
 			if v, err := g.deps.Risk.Locked(ctx, s.userID); err != nil || !v.Allow {
 				n += g.streams.end(func(o liveStream) bool { return o.userID == s.userID })

@@ -116,6 +116,13 @@ func (h *loginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = route{get: h.logoutPage, post: h.logout}
 	case pathAdminToken:
 		rt = route{get: h.adminTokenPage, post: h.adminTokenIssue}
+	case pathToken:
+		rt = route{get: h.userTokenPage, post: h.userTokenIssue}
+	// Just-in-time access pages (access_pages.go).
+	case pathAccess:
+		rt = route{get: h.accessPage}
+	case pathAccessRequest:
+		rt = route{post: h.accessSubmit}
 	// SSH certificates for `portcullis login` and keyboard-interactive
 	// approvals (ssh_login.go, ssh_approve.go).
 	case pathSSHLogin:
@@ -128,8 +135,13 @@ func (h *loginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		rt = route{get: h.css}
 	default:
-		h.g.fail(w, r, http.StatusNotFound, "not-found", nil, h.event(r, audit.TypeRequestRejected))
-		return
+		// Pages whose path carries an ID.
+		get, post := h.prefixRoute(r.URL.Path)
+		if get == nil && post == nil {
+			h.g.fail(w, r, http.StatusNotFound, "not-found", nil, h.event(r, audit.TypeRequestRejected))
+			return
+		}
+		rt = route{get: get, post: post}
 	}
 	switch {
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.get != nil:
@@ -152,6 +164,17 @@ func (h *loginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		h.g.fail(w, r, http.StatusMethodNotAllowed, "method-not-allowed", nil, h.event(r, audit.TypeRequestRejected))
 	}
+}
+
+// prefixRoute returns the handlers of a page whose path carries an ID
+// (nil, nil for none). The access host's paths were normalised before
+// dispatch (serveAccess), so no "..", "//" or escaped "/" reaches here.
+func (h *loginHandler) prefixRoute(p string) (get, post http.HandlerFunc) {
+	switch {
+	case strings.HasPrefix(p, pathAccessRequests):
+		return nil, h.accessDecide
+	}
+	return nil, nil
 }
 
 // event is the skeleton of every audit event raised by a page.

@@ -40,7 +40,7 @@ func loadPages() (pageSet, error) {
 		return pageSet{}, fmt.Errorf("parse base template: %w", err)
 	}
 	ps := pageSet{tmpl: map[string]*template.Template{}}
-	for _, name := range []string{pageHome, pageEnrol, pageRecovery, pageMFA, pageLogout, pageMessage, pageAdminToken} {
+	for _, name := range []string{pageHome, pageEnrol, pageRecovery, pageMFA, pageLogout, pageMessage, pageAdminToken, pageAccess} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+name+".html")
 		if err != nil {
 			return pageSet{}, fmt.Errorf("parse template %s: %w", name, err)

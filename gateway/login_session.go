@@ -65,6 +65,7 @@ type homeView struct {
 	ExpiresAt           string
 	Apps                []appLink
 	Admin               bool
+	Access              bool // just-in-time access is on (/access)
 }
 
 func (h *loginHandler) home(w http.ResponseWriter, r *http.Request) {
@@ -72,13 +73,15 @@ func (h *loginHandler) home(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	now := h.g.now()
+	roles := h.g.effectiveRoles(rec.UserID, rec.Roles, now)
 	v := homeView{
-		UserID: rec.UserID, Name: rec.Name, Email: rec.Email, Roles: rec.Roles,
-		ExpiresAt: formatTime(rec.ExpiresAt),
+		UserID: rec.UserID, Name: rec.Name, Email: rec.Email, Roles: roles,
+		ExpiresAt: formatTime(rec.ExpiresAt), Access: h.g.deps.Access != nil,
 	}
 	if pol := h.g.deps.Policy.Load(); pol != nil {
-		v.Admin = pol.IsAdmin(rec.Roles)
-		v.Apps = h.allowedApps(r, pol, rec)
+		v.Admin = h.g.isAdmin(pol, rec.UserID, rec.Roles, now)
+		v.Apps = h.allowedApps(r, pol, rec, roles)
 	}
 	h.render(w, r, http.StatusOK, pageHome, pageData{Title: "Portcullis", CSRF: h.csrf.token(csrfSession, tok), Page: v})
 }
@@ -86,7 +89,7 @@ func (h *loginHandler) home(w http.ResponseWriter, r *http.Request) {
 // allowedApps lists the routes whose entry point (GET on the route's path
 // prefix) the policy allows for this session from this source. It is a
 // convenience list; every request is still evaluated on its own.
-func (h *loginHandler) allowedApps(r *http.Request, pol *authz.Policy, rec session.Record) []appLink {
+func (h *loginHandler) allowedApps(r *http.Request, pol *authz.Policy, rec session.Record, roles []string) []appLink {
 	ip := h.g.clientIP(r)
 	seen := map[string]bool{}
 	var out []appLink
@@ -100,7 +103,7 @@ func (h *loginHandler) allowedApps(r *http.Request, pol *authz.Policy, rec sessi
 		}
 		d := pol.Evaluate(&authz.Request{
 			Kind:     authz.KindHTTP,
-			Subject:  authz.Subject{UserID: rec.UserID, Roles: rec.Roles, MFA: rec.MFA, AuthTime: rec.AuthTime},
+			Subject:  authz.Subject{UserID: rec.UserID, Roles: roles, MFA: rec.MFA, AuthTime: rec.AuthTime},
 			SourceIP: ip, App: rt.Name, Method: http.MethodGet, Path: p,
 		}, h.g.now())
 		if !d.Allow {

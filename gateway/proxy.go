@@ -294,7 +294,9 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 		switch {
 		case err == nil:
 			rec, authed = s, true
-			req.Subject = authz.Subject{UserID: s.UserID, Roles: s.Roles, MFA: s.MFA, AuthTime: s.AuthTime}
+			// Base roles plus active just-in-time grants, from memory:
+			// s.Roles itself, without allocating, when there are none.
+			req.Subject = authz.Subject{UserID: s.UserID, Roles: g.effectiveRoles(s.UserID, s.Roles, now), MFA: s.MFA, AuthTime: s.AuthTime}
 		case errors.Is(err, store.ErrUnavailable):
 			g.fail(w, r, http.StatusServiceUnavailable, reasonStoreDown, err, audit.Event{App: rt.name, Path: path})
 			return
@@ -359,7 +361,18 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, hr *hostRou
 		// whenever the client hangs up (livestreams.go).
 		sctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		defer g.streams.add(rec.UserID, rec.ID, cancel)()
+		// A stream admitted by a role held only through a grant also
+		// ends with the grant: at its expiry, and on any change of the
+		// user's grants (livestreams.go).
+		viaGrant := dec.Role != "" && !slices.Contains(rec.Roles, dec.Role)
+		if viaGrant {
+			if until, ok := g.deps.Access.GrantedUntil(rec.UserID, dec.Role, now); ok && !until.IsZero() {
+				dctx, dcancel := context.WithDeadlineCause(sctx, until, errGrantEnded)
+				defer dcancel()
+				sctx = dctx
+			}
+		}
+		defer g.streams.add(rec.UserID, rec.ID, viaGrant, cancel)()
 		st.Context = sctx
 	}
 	rt.proxy.ServeHTTP(w, r.WithContext(st))

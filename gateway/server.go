@@ -238,6 +238,9 @@ func (g *Gateway) serveAccess(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
 	case p == "/healthz":
 		g.serveHealth(w, r)
+	case strings.HasPrefix(p, pathAPIAccess), strings.HasPrefix(p, pathAPIAudit):
+		// The user API (access_api.go): bearer tokens, never cookies.
+		g.admin.serveUser(w, r)
 	default:
 		g.login.ServeHTTP(w, r)
 	}

@@ -147,6 +147,10 @@ func (h *loginHandler) sshApproveDecide(w http.ResponseWriter, r *http.Request) 
 		h.g.fail(w, r, http.StatusBadRequest, "bad-form", errors.New("decision must be approve or deny"), ev)
 		return
 	}
+	// Base roles, not effective ones: the bastion adds the approver's
+	// just-in-time grants from its own cache at every decision, so a
+	// grant revoked during the session ends it there. Roles frozen into
+	// the approval would outlive the grant.
 	p, err := h.approvals.Decide(r.Context(), code, session.SSHApprovalDecision{
 		Approved: approve, UserID: rec.UserID, Roles: rec.Roles, WebSessionID: rec.ID,
 	})

@@ -133,15 +133,16 @@ type sshGrant struct {
 	ttl        time.Duration
 }
 
-// sshGrantFor derives a certificate's contents from the session and the
+// sshGrantFor derives a certificate's contents from the session, its
+// effective roles (base roles and active just-in-time grants) and the
 // policy. Principals are the logins the roles allow; the lifetime is the
 // strictest max_session_ttl of the roles, counted from the
 // authentication, and never beyond the web session. PTY is granted with
 // any SSH login (roles have no separate switch for it); port forwarding
 // and agent forwarding only when a role that grants logins allows them.
-func sshGrantFor(pol *authz.Policy, rec session.Record, now time.Time) sshGrant {
-	g := sshGrant{principals: pol.SSHLogins(rec.Roles)}
-	for _, name := range rec.Roles {
+func sshGrantFor(pol *authz.Policy, rec session.Record, roles []string, now time.Time) sshGrant {
+	g := sshGrant{principals: pol.SSHLogins(roles)}
+	for _, name := range roles {
 		rc, ok := pol.Role(name)
 		if !ok || len(pol.SSHLogins([]string{name})) == 0 {
 			continue
@@ -150,7 +151,7 @@ func sshGrantFor(pol *authz.Policy, rec session.Record, now time.Time) sshGrant 
 		g.forwarding = g.forwarding || len(rc.PortForwards) > 0
 		g.agent = g.agent || rc.AgentForward
 	}
-	g.ttl = min(pol.MaxSessionTTL(rec.Roles), rec.ExpiresAt.Sub(now), rec.AuthTime.Add(pol.MaxSessionTTL(rec.Roles)).Sub(now))
+	g.ttl = min(pol.MaxSessionTTL(roles), rec.ExpiresAt.Sub(now), rec.AuthTime.Add(pol.MaxSessionTTL(roles)).Sub(now))
 	return g
 }
 
@@ -191,7 +192,7 @@ func (h *loginHandler) sshLoginPage(w http.ResponseWriter, r *http.Request) {
 	}
 	pol := h.g.deps.Policy.Load()
 	now := h.g.now()
-	g := sshGrantFor(pol, rec, now)
+	g := sshGrantFor(pol, rec, h.g.effectiveRoles(rec.UserID, rec.Roles, now), now)
 	v := sshLoginView{UserID: rec.UserID, Name: rec.Name, Logins: g.principals, Port: p.port, State: p.state}
 	d := pageData{Title: "SSH certificate", Page: &v}
 	status := http.StatusOK
@@ -254,7 +255,7 @@ func (h *loginHandler) sshLoginConfirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.g.now()
-	if g := sshGrantFor(h.g.deps.Policy.Load(), rec, now); len(g.principals) == 0 {
+	if g := sshGrantFor(h.g.deps.Policy.Load(), rec, h.g.effectiveRoles(rec.UserID, rec.Roles, now), now); len(g.principals) == 0 {
 		h.g.fail(w, r, http.StatusForbidden, reasonSSHNoLogins, nil, ev)
 		return
 	}
@@ -371,7 +372,8 @@ func (h *loginHandler) sshCert(w http.ResponseWriter, r *http.Request) {
 		h.g.fail(w, r, http.StatusServiceUnavailable, reasonNoPolicy, errors.New("no policy loaded"), ev)
 		return
 	}
-	g := sshGrantFor(pol, rec, now)
+	roles := h.g.effectiveRoles(rec.UserID, rec.Roles, now)
+	g := sshGrantFor(pol, rec, roles, now)
 	switch {
 	case len(g.principals) == 0:
 		h.g.fail(w, r, http.StatusForbidden, reasonSSHNoLogins, nil, ev)
@@ -380,6 +382,11 @@ func (h *loginHandler) sshCert(w http.ResponseWriter, r *http.Request) {
 		h.g.fail(w, r, http.StatusForbidden, reasonSSHExpired, fmt.Errorf("%v left", g.ttl), ev)
 		return
 	}
+	// Principals come from the effective roles, but the roles extension
+	// carries the BASE roles only: the bastion adds the user's grants
+	// from its own cache at every decision, so a grant revoked or expired
+	// after issuance stops working at once instead of living on in the
+	// certificate.
 	creq := session.CertRequest{
 		PublicKey: key, UserID: rec.UserID, Principals: g.principals, Roles: rec.Roles, TTL: g.ttl,
 		WebSessionID: rec.ID, PermitPTY: g.pty, PermitPortForwarding: g.forwarding, PermitAgentForwarding: g.agent,
@@ -407,7 +414,7 @@ func (h *loginHandler) sshCert(w http.ResponseWriter, r *http.Request) {
 	resp := SSHCertResponse{
 		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))),
 		ValidBefore: validBefore, Principals: cert.ValidPrincipals, UserID: rec.UserID,
-		Targets: sshTargetHints(pol, rec, ip, cert.ValidPrincipals, now), SSHAddr: h.g.cfg.SSHAddr,
+		Targets: sshTargetHints(pol, rec.UserID, roles, ip, cert.ValidPrincipals, now), SSHAddr: h.g.cfg.SSHAddr,
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
@@ -448,9 +455,9 @@ func parseUserKey(s string) (ssh.PublicKey, error) {
 // sshTargetHints lists the targets the certificate's logins may reach
 // from ip, as the policy sees it now (a hint for the client: the bastion
 // decides every connection again).
-func sshTargetHints(pol *authz.Policy, rec session.Record, ip netip.Addr, principals []string, now time.Time) []SSHTargetHint {
+func sshTargetHints(pol *authz.Policy, userID string, roles []string, ip netip.Addr, principals []string, now time.Time) []SSHTargetHint {
 	var out []SSHTargetHint
-	sub := authz.Subject{UserID: rec.UserID, Roles: rec.Roles, MFA: true, AuthTime: now}
+	sub := authz.Subject{UserID: userID, Roles: roles, MFA: true, AuthTime: now}
 	for _, t := range pol.Targets() {
 		if len(out) == maxHintTargets {
 			break
