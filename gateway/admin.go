@@ -148,6 +148,14 @@ func (a *adminAPI) route(c *adminCall) {
 		ep = endpoint{http.MethodGet, a.accessGrants}
 	case len(seg) == 3 && seg[0] == "grants" && seg[2] == "revoke":
 		ep = endpoint{http.MethodPost, a.accessGrantRevoke}
+	case seg[0] == "reviews" && a.g.deps.Reviews != nil:
+		// Access reviews (review_api.go).
+		method, fn := a.reviewEndpoint(c.r.Method, seg)
+		if fn == nil {
+			a.fail(c.w, c.r, http.StatusNotFound, "not found", "not-found", nil, ev)
+			return
+		}
+		ep = endpoint{method, fn}
 	default:
 		a.fail(c.w, c.r, http.StatusNotFound, "not found", "not-found", nil, ev)
 		return
@@ -197,6 +205,37 @@ func (a *adminAPI) emit(r *http.Request, ev audit.Event) {
 // the caller gets a 503 with a reference (and must check and retry), never
 // a success whose record could vanish.
 func (a *adminAPI) succeed(c *adminCall, v any, evs ...audit.Event) {
+	a.succeedStatus(c, http.StatusOK, v, evs...)
+}
+
+// succeedStatus is succeed with another 2xx status (201 Created).
+func (a *adminAPI) succeedStatus(c *adminCall, status int, v any, evs ...audit.Event) {
+	if a.durable(c, evs) {
+		writeJSON(c.w, c.r, status, v)
+	}
+}
+
+// succeedRaw is succeed for a body that is not JSON (a report): hdr,
+// Content-Type included, and body are written only once evs and every
+// event emitted before (the domain events of the action) are durable.
+func (a *adminAPI) succeedRaw(c *adminCall, hdr http.Header, body []byte, evs ...audit.Event) {
+	if !a.durable(c, evs) {
+		return
+	}
+	h := c.w.Header()
+	for k, v := range hdr {
+		h[k] = v
+	}
+	h.Set("X-Content-Type-Options", "nosniff")
+	c.w.WriteHeader(http.StatusOK)
+	if c.r.Method != http.MethodHead {
+		_, _ = c.w.Write(body)
+	}
+}
+
+// durable audits evs and waits until they, and whatever was emitted
+// before them, are durable; on failure it answers 503 and returns false.
+func (a *adminAPI) durable(c *adminCall, evs []audit.Event) bool {
 	for _, ev := range evs {
 		a.emit(c.r, ev)
 	}
@@ -206,9 +245,9 @@ func (a *adminAPI) succeed(c *adminCall, v any, evs ...audit.Event) {
 			ev = evs[0]
 		}
 		a.fail(c.w, c.r, http.StatusServiceUnavailable, "audit trail unavailable", "audit-unavailable", err, ev)
-		return
+		return false
 	}
-	writeJSON(c.w, c.r, http.StatusOK, v)
+	return true
 }
 
 // adminError is every admin API error: a short generic message and the

@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/authz/identity"
 	"github.com/portcullis/portcullis/authz/mfa"
+	"github.com/portcullis/portcullis/authz/review"
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 )
@@ -166,4 +167,7 @@ type Deps struct {
 	TrailDir string
 	// Recordings serves /api/audit/recordings; nil turns it off (404).
 	Recordings RecordingStore
+	// Reviews runs access reviews (/api/admin/reviews…, /reviews pages);
+	// nil means not configured: the API answers 404, the pages say so.
+	Reviews *review.Manager
 }

@@ -173,6 +173,9 @@ func (h *loginHandler) prefixRoute(p string) (get, post http.HandlerFunc) {
 	switch {
 	case strings.HasPrefix(p, pathAccessRequests):
 		return nil, h.accessDecide
+	case p == pathReviews || strings.HasPrefix(p, pathReviews+"/"):
+		// Access reviews (review_pages.go) parse the rest themselves.
+		return h.reviewRoute(p)
 	}
 	return nil, nil
 }
