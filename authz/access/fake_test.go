@@ -105,6 +105,7 @@ func (s *memStore) SwapRecord(_ context.Context, kind, id string, old, new []byt
 	s.mu.Lock()
 	hook := s.onSwap
 	s.mu.Unlock()
+	// Called without the lock: a hook may run another instance's work.
 	if hook != nil {
 		hook()
 	}

@@ -493,3 +493,34 @@ func TestResyncFailureSuspendsGrants(t *testing.T) {
 		t.Fatal("grant not back after the store recovered")
 	}
 }
+
+// TestExpireRaceExactlyOnce makes the race deterministic: while one
+// instance is about to delete an expired grant it listed, the other
+// instance deletes it first. Exactly one access.expire results.
+func TestExpireRaceExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	m1, m2 := e.manager(t, testConfig()), e.manager(t, testConfig())
+	ctx := t.Context()
+	r := approved(t, m1, time.Hour)
+	e.clk.Add(time.Hour)
+	// The hook runs inside m1's tick, before its swap, once.
+	interleave := func() {
+		e.mem.onSwap = func() {
+			e.mem.onSwap = nil
+			m2.tick(ctx)
+		}
+	}
+	interleave()
+	m1.tick(ctx)
+	if evs := e.audit.Find(TypeExpire, codeGrantExpired); len(evs) != 1 || evs[0].Attrs["grant_id"] != r.ID {
+		t.Fatalf("expire events %+v", evs)
+	}
+	// The same for revocations racing a tick that expires the grant.
+	r2 := approved(t, m1, time.Hour)
+	e.clk.Add(time.Hour)
+	interleave()
+	err := m1.RevokeGrant(ctx, "admin", r2.ID, "")
+	if n := len(e.audit.Find(TypeExpire, codeGrantExpired)) + len(e.audit.Find(TypeRevoke, "")); n != 2 {
+		t.Fatalf("RevokeGrant = %v; %d expire+revoke events for 2 grants", err, n)
+	}
+}
