@@ -216,3 +216,37 @@ func TestLiveStreamsEndWithGrant(t *testing.T) {
 		})
 	}
 }
+
+// TestEffectiveRolesNoAllocation: with no grant adding a role, the hot
+// path's effective roles are the session's roles themselves, without
+// allocating (JIT off, and on with grants of other users only).
+func TestEffectiveRolesNoAllocation(t *testing.T) {
+	e := newJITEnv(t, false)
+	if _, err := e.acc.AddGrant(context.Background(), "local-admin", jitGrace, "db-admin", time.Time{}, "x"); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"engineer"}
+	now := e.clock.Now()
+	for _, tc := range []struct {
+		name string
+		off  bool
+	}{{"off", true}, {"on, other user's grant", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := e.g
+			if tc.off {
+				g.deps.Access = nil
+				defer func() { g.deps.Access = e.acc }()
+			}
+			var got []string
+			if n := testing.AllocsPerRun(100, func() { got = g.effectiveRoles(jitFrank, base, now) }); n != 0 {
+				t.Errorf("%v allocations per call, want 0", n)
+			}
+			if &got[0] != &base[0] {
+				t.Error("effective roles are not the base slice itself")
+			}
+		})
+	}
+	if got := e.g.effectiveRoles(jitGrace, base, now); strings.Join(got, ",") != "db-admin,engineer" {
+		t.Errorf("with a grant: %v", got)
+	}
+}

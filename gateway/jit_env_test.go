@@ -258,3 +258,10 @@ func (e *jitEnv) rawGet(path, token string) page {
 	req.Header.Set("Accept", "application/json")
 	return e.browser().do(req)
 }
+
+// readAllErr reads and closes a response body, returning the read error
+// (an aborted transfer).
+func readAllErr(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
