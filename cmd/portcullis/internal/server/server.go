@@ -168,6 +168,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		Access:     in.Access,
 		TrailDir:   cfg.Audit.Dir,
 		Recordings: recordings,
+		Reviews:    in.Reviews,
 	})
 	if err != nil {
 		return in, err
