@@ -22,7 +22,8 @@ import (
 //   - an allow rule that deny rules of the same role cover entirely;
 //   - a role, app or target whose allowed_cidrs share no address with the
 //     global allowed_cidrs;
-//   - a role with neither groups nor users;
+//   - a role with neither groups nor users, unless it is Requestable
+//     (held only through just-in-time grants);
 //   - a rule that names no app, target or target label;
 //   - path_prefixes/methods without apps, logins without targets, and an
 //     SSH rule without logins (an empty list never means "any").
@@ -181,7 +182,7 @@ func (c *compiler) role(i int, rc RoleConfig) {
 	nameOK := c.name("roles", i, "role", rc.Name)
 	c.nonEmpty(base, "groups", rc.Groups)
 	c.nonEmpty(base, "users", rc.Users)
-	if len(rc.Groups) == 0 && len(rc.Users) == 0 {
+	if len(rc.Groups) == 0 && len(rc.Users) == 0 && !rc.Requestable {
 		c.fail(base, "role has no groups and no users, so nobody can ever hold it")
 	}
 	r := &role{

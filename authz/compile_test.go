@@ -2,6 +2,7 @@ package authz
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -92,6 +93,9 @@ func TestCompileErrorPaths(t *testing.T) {
 		{"empty logins", func(c *PolicyConfig) { c.Roles[0].Allow[1].Logins = nil }, "roles[0].allow[1].logins", "never means any"},
 		{"negative ttl", func(c *PolicyConfig) { c.Roles[0].MaxSessionTTL = -time.Second }, "roles[0].max_session_ttl", "negative"},
 		{"no members", func(c *PolicyConfig) { c.Roles[0].Groups = nil }, "roles[0]", "nobody can ever hold it"},
+		{"no members, requestable but unknown app", func(c *PolicyConfig) {
+			c.Roles = append(c.Roles, RoleConfig{Name: "jit", Requestable: true, Allow: []Rule{{Apps: []string{"nope"}}}})
+		}, "roles[1].allow[0].apps[0]", `unknown app "nope"`},
 		{"shadowed allow", func(c *PolicyConfig) { c.Roles[0].Allow[0].PathPrefixes = []string{"/admin/x"} }, "roles[0].allow[0]", "unreachable"},
 		{"role CIDRs outside global", func(c *PolicyConfig) {
 			c.AllowedCIDRs = []string{"10.0.0.0/8"}
@@ -249,5 +253,26 @@ func TestNilPolicyAccessors(t *testing.T) {
 	}
 	if _, ok := p.Role("r"); ok {
 		t.Fatal("nil policy Role found")
+	}
+}
+
+// A requestable role is held only through just-in-time grants: Compile
+// accepts it without standing groups or users, and RolesFor never hands it
+// out by itself.
+func TestCompileRequestableRoleWithoutHolders(t *testing.T) {
+	p, err := Compile(PolicyConfig{
+		Apps:  []AppConfig{{Name: "db"}},
+		Roles: []RoleConfig{{Name: "db-admin", Requestable: true, Allow: []Rule{{Apps: []string{"db"}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.RolesFor("u1", "u1@example.com", []string{"db-admin", ""}); len(got) != 0 {
+		t.Fatalf("RolesFor gave standing roles %v to a requestable-only role", got)
+	}
+	req := Request{Kind: KindHTTP, Subject: Subject{UserID: "u1", Roles: []string{"db-admin"}, MFA: true, AuthTime: time.Unix(100, 0)},
+		SourceIP: netip.MustParseAddr("10.0.0.1"), App: "db", Method: "GET", Path: "/"}
+	if d := p.Evaluate(&req, time.Unix(200, 0)); !d.Allow {
+		t.Fatalf("granted role does not allow: %+v", d)
 	}
 }

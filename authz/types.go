@@ -97,6 +97,10 @@ type RoleConfig struct {
 	Deny       []Rule
 	// Admin grants the admin API.
 	Admin bool
+	// Requestable marks a role held through just-in-time grants: it may
+	// have no groups and no users (nobody holds it standing), which
+	// Compile otherwise refuses as unreachable.
+	Requestable bool
 	// PerSessionMFA, FileTransfer, PortForward, AgentForward, X11 are SSH
 	// permissions used by the bastion issue.
 	PerSessionMFA bool

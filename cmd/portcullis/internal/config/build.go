@@ -134,7 +134,7 @@ func (b *builder) build(f *File) *Config {
 	if f.Bastion != nil {
 		targets = f.Bastion.Targets
 	}
-	c.Policy, c.Compiled = b.policy(f.Policy, f.Gateway.Routes, targets)
+	c.Policy, c.Compiled = b.policy(f.Policy, f.Gateway.Routes, targets, f.Access.Requestable)
 	c.Risk = b.risk(f.Risk)
 	c.Retention = b.retention(f.Retention)
 	c.Access = b.access(f.Access, c.Compiled, c.Policy)

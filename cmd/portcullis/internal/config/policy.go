@@ -18,7 +18,7 @@ import (
 //
 // Targets work the same way: every bastion target is a policy target with
 // its labels, and policy.targets only adds allowed_cidrs to one of them.
-func (b *builder) policy(s PolicySection, routes []RouteSection, bastionTargets []BastionTargetSection) (authz.PolicyConfig, *authz.Policy) {
+func (b *builder) policy(s PolicySection, routes []RouteSection, bastionTargets []BastionTargetSection, requestable []RequestableSection) (authz.PolicyConfig, *authz.Policy) {
 	pc := authz.PolicyConfig{AllowedCIDRs: cidrStrings(s.AllowedCIDRs)}
 	var routeNames []string
 	routeIdx := map[string]int{}
@@ -48,8 +48,15 @@ func (b *builder) policy(s PolicySection, routes []RouteSection, bastionTargets 
 		}
 	}
 	fromBastion := b.policyTargets(&pc, s.Targets, bastionTargets)
+	// A role listed under access.requestable may be held only through
+	// grants: no standing groups or users needed.
+	grantable := map[string]bool{}
+	for _, r := range requestable {
+		grantable[r.Role] = true
+	}
 	for _, r := range s.Roles {
 		pc.Roles = append(pc.Roles, authz.RoleConfig{
+			Requestable:   grantable[r.Name],
 			Name:          r.Name,
 			Groups:        r.Groups,
 			Users:         r.Users,

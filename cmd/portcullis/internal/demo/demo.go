@@ -325,8 +325,8 @@ func buildConfig(dataDir string, port int, upstream, accessURL string, st *state
 			},
 			// Held through a just-in-time grant: requested on /access,
 			// approved by an admin. Its SSH rights come with the bastion
-			// (ssh.go). No demo user is in its group.
-			{Name: jitRole, Groups: []string{jitRole + "s"}},
+			// (ssh.go). Nobody holds it standing.
+			{Name: jitRole, Requestable: true},
 			// Reads other users' recordings and searches the trail
 			// (audit_read, as a standing role in the demo).
 			{Name: auditorRole, Groups: []string{"admins"}},
