@@ -81,7 +81,7 @@ func grantWire(g access.Grant) grantJSON {
 		Start: g.Start.UTC(), CreatedBy: g.CreatedBy, Reason: g.Reason,
 	}
 	if !g.Expires.IsZero() {
-		out.Expires = g.Expires.UTC().Format(time.RFC3339)
+		out.Expires = g.Expires.UTC().Format(time.RFC3339Nano) // as precise as start
 	}
 	return out
 }
