@@ -152,6 +152,24 @@ func (a *adminAPI) accessGrantAdd(c *adminCall, _ []string) {
 		return
 	}
 	ev.Target = body.UserID
+	if c.actor != localAdminActor {
+		// A grant added here is standing access no committee approved.
+		// Only a standing admin may add one, and never to themselves: an
+		// admin whose role is itself a temporary grant would otherwise
+		// make it (or anything else) outlive that grant, and a self-grant
+		// bypasses the approvers of a requestable role.
+		pol := a.g.deps.Policy.Load()
+		if pol == nil || !pol.IsAdmin(c.roles) {
+			a.apiFail(c.w, c.r, http.StatusForbidden, "forbidden", "standing-admin-required",
+				errors.New("grant added by an admin whose admin role is only a grant"), ev, true)
+			return
+		}
+		if body.UserID == c.actor {
+			a.apiFail(c.w, c.r, http.StatusForbidden, "forbidden", "self-grant",
+				errors.New("admin tried to grant a role to themselves"), ev, true)
+			return
+		}
+	}
 	var exp time.Time
 	if body.Expires != "" {
 		t, err := time.Parse(time.RFC3339Nano, body.Expires)
