@@ -217,9 +217,9 @@ drain:
 	case resync:
 		m.resync(ctx)
 	case relevant:
-		if err := m.reload(ctx); err != nil {
-			m.log.Error("reloading grants after a change", "err", err)
-		}
+		// A grant changed (maybe revoked) and the change cannot be read:
+		// suspend grants rather than keep enforcing the old ones.
+		m.resync(ctx)
 	}
 }
 
@@ -227,11 +227,13 @@ drain:
 // when the reload fails the cache is emptied (fail closed: grants are
 // missing until the next successful load, never kept past a revocation
 // nobody heard of).
-func (m *Manager) resync(ctx context.Context) {
-	if err := m.reload(ctx); err != nil {
-		m.log.Error("reloading grants after a resync; grants suspended until the store answers", "err", err)
+func (m *Manager) resync(ctx context.Context) error {
+	err := m.reload(ctx)
+	if err != nil {
+		m.log.Error("reloading grants after a change or resync; grants suspended until the store answers", "err", err)
 		m.loadMu.Lock()
 		m.snap.Store(emptySnapshot)
 		m.loadMu.Unlock()
 	}
+	return err
 }

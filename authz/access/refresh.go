@@ -11,5 +11,7 @@ func (m *Manager) Refresh(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	return m.reload(ctx)
+	// Called because a grant changed: when the change cannot be read,
+	// grants are suspended (fail closed), never kept as they were.
+	return m.resync(ctx)
 }
