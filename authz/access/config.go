@@ -24,6 +24,9 @@ const (
 	MaxReasonLen = 200
 	// MaxPendingPerUser bounds how many pending requests one user may have.
 	MaxPendingPerUser = 20
+	// MaxRequestsPerDay bounds how many requests (any state) one user may
+	// make in 24 hours.
+	MaxRequestsPerDay = 100
 )
 
 // RoleConfig makes a policy role requestable.

@@ -79,9 +79,15 @@ func (m *Manager) checkPending(ctx context.Context, userID, role string, now tim
 	if err != nil {
 		return err
 	}
-	n := 0
+	n, recent := 0, 0
 	for _, r := range all {
-		if r.UserID != userID || r.view(now).State != StatePending {
+		if r.UserID != userID {
+			continue
+		}
+		if now.Sub(r.CreatedAt) < 24*time.Hour {
+			recent++
+		}
+		if r.view(now).State != StatePending {
 			continue
 		}
 		if r.Role == role {
@@ -91,6 +97,11 @@ func (m *Manager) checkPending(ctx context.Context, userID, role string, now tim
 	}
 	if n >= MaxPendingPerUser {
 		return fmt.Errorf("%w (%d pending requests)", ErrAlreadyPending, n)
+	}
+	// Submit and cancel in a loop would otherwise create records (kept
+	// for KeepRequests) and approver notifications without bound.
+	if recent >= MaxRequestsPerDay {
+		return fmt.Errorf("%w (%d requests in the last 24h)", ErrAlreadyPending, recent)
 	}
 	return nil
 }
