@@ -61,6 +61,15 @@ func (m *Manager) AddGrant(ctx context.Context, actor, userID, role string, expi
 			}
 		}
 	}
+	// An approver role handed out by an admin would let one admin build
+	// the committee that approves their own requests (require_approval
+	// for trail reads included): approvers come from the IdP or the
+	// config file only.
+	for _, rc := range m.cfg.Load().Roles {
+		if slices.Contains(rc.Approvers, role) {
+			return Grant{}, fmt.Errorf("%w: %s approves requests for %s and cannot be granted locally", ErrInvalid, role, rc.Role)
+		}
+	}
 	reason, err := checkText("reason", reason, false)
 	if err != nil {
 		return Grant{}, err

@@ -265,7 +265,7 @@ func TestRevokeBeforeGrantWritten(t *testing.T) {
 }
 
 func TestAddGrant(t *testing.T) {
-	pol, err := authz.Compile(authz.PolicyConfig{Roles: []authz.RoleConfig{{Name: "oncall", Groups: []string{"oncall"}}, {Name: "auditor", Groups: []string{"audit"}}}})
+	pol, err := authz.Compile(authz.PolicyConfig{Roles: []authz.RoleConfig{{Name: "oncall", Groups: []string{"oncall"}}, {Name: "auditor", Groups: []string{"audit"}}, {Name: "security", Groups: []string{"sec"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +290,9 @@ func TestAddGrant(t *testing.T) {
 		{"huge user", "admin", strings.Repeat("u", 1000), "oncall", time.Time{}, "", ErrInvalid},
 		{"empty actor", "", "u1", "oncall", time.Time{}, "", ErrInvalid},
 		{"control in reason", "admin", "u1", "oncall", time.Time{}, "a\rb", ErrInvalid},
+		// An admin must not build the committee that approves their own
+		// requests (security approves auditor in testConfig).
+		{"approver role", "admin", "u1", "security", time.Time{}, "", ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

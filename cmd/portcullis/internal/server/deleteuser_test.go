@@ -122,16 +122,25 @@ func TestDeleteUser(t *testing.T) {
 				}
 			}
 			_, cert := testfixture.Issue(t, a.SSHCA, user)
-			// Just-in-time access: a standing grant and a pending request.
-			if _, err := a.Access.AddGrant(ctx, "tester", user, "admin", time.Time{}, "on call"); err != nil {
-				t.Fatal(err)
+			// Just-in-time access: an approved (temporary) grant and a
+			// pending request. (Admin is an approver role here, so it
+			// cannot be granted locally.)
+			approver := access.Person{UserID: "approver", Roles: []string{"admin"}}
+			grant := func(u, reason string) {
+				t.Helper()
+				rq, err := a.Access.Submit(ctx, access.Person{UserID: u}, "admin", time.Hour, reason)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Access.Approve(ctx, approver, rq.ID, ""); err != nil {
+					t.Fatal(err)
+				}
 			}
+			grant(user, "on call")
 			if _, err := a.Access.Submit(ctx, access.Person{UserID: user}, "admin", time.Hour, "INC-1 private reason"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := a.Access.AddGrant(ctx, "tester", other, "admin", time.Time{}, "other"); err != nil {
-				t.Fatal(err)
-			}
+			grant(other, "other")
 			if roles := a.Access.Roles(user, nil, time.Now()); len(roles) != 1 {
 				t.Fatalf("roles before delete-user: %v", roles)
 			}
@@ -145,7 +154,8 @@ func TestDeleteUser(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := adminclient.DeleteUserResult{UserID: user, DirectoryEntry: true, MFAEnrolment: true, RecoveryCodes: res.RecoveryCodes,
-				Sessions: 2, SSHCertsRevoked: true, RiskProfile: true, AccessRecords: 2, Locked: locked}
+				Sessions: 2, SSHCertsRevoked: true, RiskProfile: true, AccessRecords: 3, // the approved request, its grant, the pending request
+				Locked: locked}
 			if res != want || res.RecoveryCodes == 0 {
 				t.Fatalf("result %+v, want %+v", res, want)
 			}
