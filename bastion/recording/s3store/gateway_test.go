@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,8 +66,29 @@ type gw struct {
 	sock string // the Unix socket it serves on
 	data string // its POSIX root: data/<bucket>/<key>
 	tls  *x509.CertPool
+	bin  string
+	args []string
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	done chan struct{} // closed when cmd has exited
+	out  *syncBuffer
+}
+
+// syncBuffer is the gateway's output, read while it writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startGW starts versitygw (with TLS when withTLS) and creates bucket
@@ -80,7 +102,7 @@ func startGW(t *testing.T, bucket string, withTLS bool) *gw {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	g := &gw{sock: filepath.Join(sockDir, "s3.sock"), data: filepath.Join(t.TempDir(), "data"), out: &bytes.Buffer{}}
+	g := &gw{sock: filepath.Join(sockDir, "s3.sock"), data: filepath.Join(t.TempDir(), "data"), out: &syncBuffer{}}
 	if err := os.MkdirAll(g.data, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -90,23 +112,40 @@ func startGW(t *testing.T, bucket string, withTLS bool) *gw {
 		args = append(args, "--cert", cert, "--key", key)
 		g.tls = pool
 	}
-	args = append(args, "posix", g.data)
-	g.cmd = exec.Command(bin, args...)
+	g.bin, g.args = bin, append(args, "posix", g.data)
+	g.start(t)
+	if bucket != "" {
+		s := g.store(t, "")
+		if err := s.c.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
+			t.Fatalf("make bucket: %v", err)
+		}
+	}
+	return g
+}
+
+// start runs the gateway and waits until it accepts connections.
+func (g *gw) start(t *testing.T) {
+	t.Helper()
+	os.Remove(g.sock) // a stale socket of a stopped gateway
+	g.cmd = exec.Command(g.bin, g.args...)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	if err := g.cmd.Start(); err != nil {
 		t.Fatalf("start versitygw: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { g.cmd.Wait(); close(exited) }()
+	cmd, exited := g.cmd, make(chan struct{})
+	g.done = exited
+	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		g.cmd.Process.Kill()
+		cmd.Process.Kill()
 		<-exited
 	})
+	// Polling for readiness, not timing anything: the deadline only
+	// bounds a gateway that never comes up.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("unix", g.sock); err == nil {
 			c.Close()
-			break
+			return
 		}
 		select {
 		case <-exited:
@@ -118,13 +157,6 @@ func startGW(t *testing.T, bucket string, withTLS bool) *gw {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if bucket != "" {
-		s := g.store(t, "")
-		if err := s.c.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
-			t.Fatalf("make bucket: %v", err)
-		}
-	}
-	return g
 }
 
 // config is a Config for the gateway; the host is never dialled (the
@@ -154,7 +186,11 @@ func (g *gw) store(t *testing.T, prefix string) *Store {
 }
 
 // stop ends the gateway (the socket goes away: the bucket is down).
-func (g *gw) stop() { g.cmd.Process.Kill() }
+func (g *gw) stop() {
+	g.cmd.Process.Kill()
+	<-g.done
+	os.Remove(g.sock)
+}
 
 // testCert makes a CA-less self-signed server certificate for localhost
 // and returns its files and a pool trusting it.

@@ -25,6 +25,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -486,6 +488,42 @@ func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, Object, er
 		return nil, Object{}, s.wrap(err)
 	}
 	return &reader{o: o, s: s}, s.object(st), nil
+}
+
+// FetchDir is where Fetch puts the objects it downloads for the
+// recordings directory dir (inside the uploader's state directory).
+func FetchDir(dir string) string { return filepath.Join(dir, stateDir, "tmp") }
+
+// Fetch downloads name's object into an unnamed temporary file in dir
+// (created 0700), positioned at its start: it needs no clean-up beyond
+// Close, even after a crash. Recordings may be large, so they go to
+// disk (the recordings directory's), not memory.
+func (s *Store) Fetch(ctx context.Context, name, dir string) (*os.File, Object, error) {
+	rc, obj, err := s.Get(ctx, name)
+	if err != nil {
+		return nil, Object{}, err
+	}
+	defer rc.Close()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, Object{}, fmt.Errorf("s3store: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".fetch-*")
+	if err != nil {
+		return nil, Object{}, fmt.Errorf("s3store: %w", err)
+	}
+	os.Remove(f.Name()) // unnamed from now on: gone with the last Close
+	n, err := io.Copy(f, rc)
+	if err == nil && n != obj.Size {
+		err = fmt.Errorf("%w: %s: read %d bytes of %d", ErrUnavailable, obj.Key, n, obj.Size)
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, Object{}, err
+	}
+	return f, obj, nil
 }
 
 // reader maps the object's read errors like the store's.
