@@ -119,6 +119,12 @@ type Deps struct {
 	// without it the certificate's roles are all a user holds). See
 	// grants.go.
 	Grants Grants
+	// RecordingClosed, optional, is told the path of each recording
+	// once its writer is closed (the session ended, or the recording
+	// failed for good): the file will not change any more. It is called
+	// on the session's teardown path, so it must not block (the S3
+	// uploader only queues).
+	RecordingClosed func(path string)
 }
 
 // Bastion is the SSH enforcement point. Create it with New and run it with
@@ -137,6 +143,8 @@ type Bastion struct {
 	dialer   Dialer
 	resolver Resolver
 	recOpts  recording.Options
+	// recClosed is Deps.RecordingClosed (nil: nobody is told).
+	recClosed func(path string)
 
 	// auditHealth: new connections are refused while the trail cannot
 	// be written (audithealth.go).
@@ -216,6 +224,7 @@ func New(cfg Config, deps Deps) (*Bastion, error) {
 		dialer:     deps.Dialer,
 		resolver:   deps.Resolver,
 		recOpts:    deps.Recording,
+		recClosed:  deps.RecordingClosed,
 		userCAs:    map[string]bool{},
 		targets:    map[string]*target{},
 		tick:       time.Second,

@@ -594,6 +594,9 @@ func (c *conn) finish() {
 		c.recordingFailed(err)
 		ev.Attrs["recording_error"] = "true"
 	}
+	if c.b.recClosed != nil {
+		c.b.recClosed(c.rec.Path())
+	}
 	c.b.audit.Emit(context.Background(), ev)
 }
 
