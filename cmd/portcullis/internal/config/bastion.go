@@ -75,6 +75,7 @@ func (b *builder) bastion(s *BastionSection, c *Config) (*bastion.Config, ssh.Si
 		bc.Targets = append(bc.Targets, b.bastionTarget(fmt.Sprintf("bastion.targets[%d]", i), t))
 	}
 	b.fieldErrors("bastion", bc.Validate(), func(p string) string { return bastionPath(p, s) })
+	c.RecordingStorage = b.recordingStorage(s.RecordingStorage)
 	return bc, userCA
 }
 

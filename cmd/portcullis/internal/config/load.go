@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/bastion/recording/s3store"
 	"github.com/portcullis/portcullis/gateway"
 )
 
@@ -63,6 +64,9 @@ type Config struct {
 	// gateway issues user certificates with it and Bastion.UserCAKeys
 	// holds its public key. Nil without a bastion.
 	SSHUserCA ssh.Signer
+	// RecordingStorage is the S3-compatible bucket closed recordings are
+	// uploaded to (bastion.recording_storage); nil: local disk only.
+	RecordingStorage *s3store.Config
 }
 
 // LogConfig configures the process log.

@@ -276,6 +276,9 @@ type BastionSection struct {
 	// CertBindSourceIP binds certificates from portcullis login to the
 	// login's IP address (off by default: laptops change networks).
 	CertBindSourceIP bool `yaml:"cert_bind_source_ip"`
+	// RecordingStorage is optional: absent means recordings stay on
+	// local disk only (recording_storage.go).
+	RecordingStorage *RecordingStorageSection `yaml:"recording_storage"`
 }
 
 // BastionTargetSection maps to bastion.Target, and to the policy target of
