@@ -12,8 +12,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/minio/minio-go/v7"
 )
 
 func randomBytes(n int, seed uint64) []byte {
@@ -57,7 +55,7 @@ func TestStoreRoundTrip(t *testing.T) {
 			}
 			obj, err := s.Put(ctx, tc.name, bytes.NewReader(data), sum)
 			if err != nil {
-				t.Fatalf("put: %v\n%s", err, g.out)
+				t.Fatalf("put: %v\n%s", err, g.output())
 			}
 			if obj.Key != "rec/eu/"+tc.name || obj.Name != tc.name || obj.Size != int64(tc.size) || obj.ETag == "" {
 				t.Fatalf("object %+v", obj)
@@ -249,13 +247,7 @@ func TestStoreTLS(t *testing.T) {
 func TestStoreListScope(t *testing.T) {
 	g := startGW(t, "recordings", false)
 	ctx := context.Background()
-	root := g.store(t, "")
-	put := func(key string) {
-		t.Helper()
-		if _, err := root.c.PutObject(ctx, "recordings", key, strings.NewReader("x"), 1, minio.PutObjectOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put := func(key string) { g.PutObject(t, "recordings", key, []byte("x")) }
 	for _, k := range []string{"a/one.pcrec", "a/two.pcrec", "a/deeper/three.pcrec", "ab/four.pcrec", "five.pcrec"} {
 		put(k)
 	}
