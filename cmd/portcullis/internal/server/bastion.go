@@ -68,9 +68,11 @@ func (in *Instance) openBastion(ctx context.Context, cfg *config.Config, opts Op
 		// Roles = certificate roles ∪ active just-in-time grants; a
 		// session a grant allowed ends when it expires or is revoked.
 		Grants: in.Access,
-		Logger: log,
-		Now:    opts.Now,
-		Rand:   opts.Rand,
+		// Closed recordings are queued for the bucket (recstorage.go).
+		RecordingClosed: in.recordingClosed(),
+		Logger:          log,
+		Now:             opts.Now,
+		Rand:            opts.Rand,
 	})
 	if err != nil {
 		return fmt.Errorf("bastion: %w", err)

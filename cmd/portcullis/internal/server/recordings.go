@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion/recording"
+	"github.com/portcullis/portcullis/bastion/recording/s3store"
 	"github.com/portcullis/portcullis/gateway"
 )
 
@@ -37,13 +38,28 @@ import (
 // listings cache each recording's info by name, size and modification
 // time: a finished recording is read once, a live one (still growing)
 // again when it changed.
+//
+// With an S3-compatible bucket (remote, bastion.recording_storage), a
+// recording whose local copy is gone (keep_local) is read from its
+// object, and authenticated exactly like a local file: the bucket is
+// storage, not a trusted party, so a modified object is refused. Its
+// info is cached by object name, ETag and size (an object is read once
+// for listings; an export always reads it whole).
 type recordingStore struct {
-	dir string
-	key *recording.Key
-	log *slog.Logger
+	dir    string
+	key    *recording.Key
+	log    *slog.Logger
+	remote *s3store.Store // nil: local recordings only
 
-	mu    sync.Mutex
-	cache map[string]cachedRecording // by file name
+	mu     sync.Mutex
+	cache  map[string]cachedRecording // by file name
+	rcache map[string]cachedObject    // by object name
+}
+
+type cachedObject struct {
+	etag string
+	size int64
+	info gateway.RecordingInfo
 }
 
 type cachedRecording struct {
@@ -52,8 +68,11 @@ type cachedRecording struct {
 	info  gateway.RecordingInfo
 }
 
-func newRecordingStore(dir string, key *recording.Key, log *slog.Logger) *recordingStore {
-	return &recordingStore{dir: dir, key: key, log: log.With("component", "recordings"), cache: map[string]cachedRecording{}}
+// newRecordingStore reads the recordings in dir, and those only in remote
+// (nil: none) once their local copy is gone.
+func newRecordingStore(dir string, key *recording.Key, remote *s3store.Store, log *slog.Logger) *recordingStore {
+	return &recordingStore{dir: dir, key: key, remote: remote, log: log.With("component", "recordings"),
+		cache: map[string]cachedRecording{}, rcache: map[string]cachedObject{}}
 }
 
 // maxListed bounds one listing (the newest are kept): a listing is a
@@ -102,6 +121,16 @@ func (s *recordingStore) ListRecordings(ctx context.Context, userID string) ([]g
 		}
 	}
 	s.mu.Unlock()
+	if s.remote != nil {
+		remote, err := s.listRemote(ctx, userID, seen)
+		if err != nil {
+			// A listing without the bucket's recordings would look
+			// complete: none rather than part.
+			s.log.Error("recordings in the bucket cannot be listed", "bucket", s.remote.Bucket(), "err", err)
+			return nil, remoteErr(err)
+		}
+		out = append(out, remote...)
+	}
 	slices.SortFunc(out, func(a, b gateway.RecordingInfo) int {
 		return cmp.Or(b.Start.Compare(a.Start), cmp.Compare(a.ID, b.ID))
 	})
@@ -115,6 +144,9 @@ func (s *recordingStore) ListRecordings(ctx context.Context, userID string) ([]g
 // no such recording.
 func (s *recordingStore) RecordingInfo(ctx context.Context, id string) (gateway.RecordingInfo, error) {
 	f, fi, err := s.open(id)
+	if errors.Is(err, store.ErrNotFound) && s.remote != nil && validRecordingID(id) {
+		return s.remoteInfo(ctx, id)
+	}
 	if err != nil {
 		return gateway.RecordingInfo{}, err
 	}
@@ -137,11 +169,30 @@ func (s *recordingStore) RecordingInfo(ctx context.Context, id string) (gateway.
 // exported that far.
 func (s *recordingStore) ExportRecording(ctx context.Context, id string, w io.Writer) error {
 	f, fi, err := s.open(id)
+	if errors.Is(err, store.ErrNotFound) && s.remote != nil && validRecordingID(id) {
+		// Only in the bucket: fetched whole to a private temporary file,
+		// then verified and exported exactly like a local one.
+		var obj s3store.Object
+		f, obj, err = s.remote.Fetch(ctx, id+recording.FileExt, s3store.FetchDir(s.dir))
+		if err != nil {
+			if !errors.Is(err, s3store.ErrNotFound) {
+				s.log.Error("recording cannot be fetched from the bucket", "recording", id, "err", err)
+			}
+			return remoteErr(err)
+		}
+		defer f.Close()
+		return s.export(ctx, id, f, obj.Size, w)
+	}
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	size := fi.Size()
+	return s.export(ctx, id, f, fi.Size(), w)
+}
+
+// export verifies the first size bytes of f, recording id, and exports
+// them to w (ExportRecording).
+func (s *recordingStore) export(ctx context.Context, id string, f io.ReaderAt, size int64, w io.Writer) error {
 	res, err := recording.VerifyReader(io.NewSectionReader(f, 0, size), s.key)
 	if err == nil || errors.Is(err, recording.ErrTruncated) {
 		if res == nil || res.SessionID != id {
@@ -219,7 +270,13 @@ func (s *recordingStore) read(name string, size int64) (gateway.RecordingInfo, e
 		return gateway.RecordingInfo{}, fmt.Errorf("recordings: %w", err)
 	}
 	defer f.Close()
-	rd, err := recording.NewReader(io.NewSectionReader(f, 0, size), s.key)
+	return s.readInfo(io.NewSectionReader(f, 0, size), name, size)
+}
+
+// readInfo authenticates the recording read from r, file (or object)
+// name of size bytes, and describes it.
+func (s *recordingStore) readInfo(r io.Reader, name string, size int64) (gateway.RecordingInfo, error) {
+	rd, err := recording.NewReader(r, s.key)
 	if err != nil {
 		return gateway.RecordingInfo{}, err
 	}

@@ -95,7 +95,7 @@ func TestRecordingStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := newRecordingStore(dir, key, slog.New(slog.DiscardHandler))
+	s := newRecordingStore(dir, key, nil, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 
 	ids := func(list []gateway.RecordingInfo) string {
@@ -203,7 +203,7 @@ func TestRecordingStore(t *testing.T) {
 		}
 	})
 	t.Run("no directory yet", func(t *testing.T) {
-		empty := newRecordingStore(filepath.Join(dir, "none"), key, slog.New(slog.DiscardHandler))
+		empty := newRecordingStore(filepath.Join(dir, "none"), key, nil, slog.New(slog.DiscardHandler))
 		got, err := empty.ListRecordings(ctx, "")
 		if err != nil || got == nil || len(got) != 0 {
 			t.Errorf("%v %v", got, err)

@@ -55,6 +55,7 @@ func restartSections(old, cur *config.Config) []string {
 		{"retention", old.Retention, cur.Retention},
 		{"reviews", old.Reviews, cur.Reviews},
 		{"bastion", bastionView(old), bastionView(cur)},
+		{"bastion.recording_storage", recordingStorageView(old.RecordingStorage), recordingStorageView(cur.RecordingStorage)},
 	} {
 		if !reflect.DeepEqual(s.old, s.cur) {
 			out = append(out, s.name)

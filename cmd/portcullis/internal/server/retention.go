@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
@@ -27,13 +28,25 @@ const (
 // Purge deletes the trail files and recordings older than the configured
 // retention, after recording a signed purge record in the trail (see
 // audit.FileLog.Purge); dryRun lists them only. actor is recorded.
+//
+// With a recording bucket the objects older than the recordings'
+// retention go too (purgeObjects), listed in res.Recordings as
+// s3://bucket/key.
 func (in *Instance) Purge(ctx context.Context, actor string, dryRun bool) (audit.PurgeResult, error) {
 	opts := audit.PurgeOptions{Retention: in.Config.Retention, DryRun: dryRun, Actor: actor}
 	if in.Config.Bastion != nil {
 		opts.RecordingDir = in.Config.Bastion.RecordingDir
 		opts.RecordingExts = []string{recording.FileExt}
 	}
-	return in.Audit.Purge(ctx, opts)
+	res, err := in.Audit.Purge(ctx, opts)
+	if in.recStore == nil || res.RecordingCutoff.IsZero() {
+		return res, err
+	}
+	// The bucket is purged even when the trail files could not be: its
+	// objects have their own purge records.
+	objs, oerr := in.purgeObjects(ctx, actor, dryRun, res.RecordingCutoff)
+	res.Recordings = append(res.Recordings, objs...)
+	return res, errors.Join(err, oerr)
 }
 
 // runRetention purges after retentionFirstRun and then every

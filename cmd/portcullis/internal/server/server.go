@@ -31,6 +31,7 @@ import (
 	"github.com/portcullis/portcullis/authz/session"
 	"github.com/portcullis/portcullis/authz/store"
 	"github.com/portcullis/portcullis/bastion"
+	"github.com/portcullis/portcullis/bastion/recording/s3store"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/config"
 	"github.com/portcullis/portcullis/gateway"
 )
@@ -46,6 +47,9 @@ type Options struct {
 	// SSHListener, when set, is the bastion's listener instead of one
 	// bound to the configured address (the demo and tests bind port 0).
 	SSHListener net.Listener
+	// RecordingStorageDial, when set, opens the connections to the
+	// recording bucket's endpoint (tests dial a Unix socket).
+	RecordingStorageDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Instance is one running Portcullis: everything Open built. Close it.
@@ -80,6 +84,11 @@ type Instance struct {
 	shippers []*audit.Shipper // audit sinks (audit.go)
 	auditBG  sync.WaitGroup   // shippers and the trail's health watcher
 	accessBG sync.WaitGroup   // the access manager's Run loop
+
+	// The S3-compatible bucket recordings are uploaded to, and the
+	// uploader; nil without bastion.recording_storage (recstorage.go).
+	recStore *s3store.Store
+	uploader *s3store.Uploader
 }
 
 // Open builds every component from cfg. ctx bounds start-up work (OIDC
@@ -142,9 +151,13 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 	if err := in.openReviews(cfg, opts); err != nil {
 		return in, err
 	}
+	// The bucket closed recordings are uploaded to (recstorage.go).
+	if err := in.openRecordingStorage(bg, cfg, opts); err != nil {
+		return in, err
+	}
 	var recordings gateway.RecordingStore
 	if cfg.Bastion != nil {
-		recordings = newRecordingStore(cfg.Bastion.RecordingDir, cfg.Bastion.RecordingKey, opts.Logger)
+		recordings = newRecordingStore(cfg.Bastion.RecordingDir, cfg.Bastion.RecordingKey, in.recStore, opts.Logger)
 	}
 	in.Gateway, err = gateway.New(cfg.Gateway, gateway.Deps{
 		Policy:     in.Policy,
@@ -161,7 +174,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (in *Instance, 
 		Risk:       in.Risk,
 		// Fail closed: no new login while the trail cannot be written.
 		AuditHealth: in.Audit,
-		HealthNotes: in.auditHealthNotes,
+		HealthNotes: in.healthNotes,
 		// Effective roles include active grants; trail searches and
 		// recording reads are served from the trail and recordings
 		// directories (audited by the gateway, allowed or not).
