@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs, only when it is missing:
 # Debian packages (redis-server, chromium, openssh, nginx), the e2e OpenID
-# provider's npm modules, pebble (ACME test server), and a redis-server on
-# 127.0.0.1:6379. Idempotent; safe to run on every `make test`.
+# provider's npm modules, pebble (ACME test server), versitygw (S3 test
+# server), and a redis-server on 127.0.0.1:6379. Idempotent; safe to run
+# on every `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,13 @@ gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/pebble" ]; then
   echo "setup: go install pebble"
   GOFLAGS= go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
+fi
+
+# versitygw, the S3 server of the recording-storage tests (a Go module),
+# in the same place.
+if [ ! -x "$gobin/versitygw" ]; then
+  echo "setup: go install versitygw"
+  GOFLAGS= GOBIN="$gobin" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
 
 # A redis-server on 127.0.0.1:6379 unless one answers already.
