@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz"
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/internal/webhook"
 	"github.com/portcullis/portcullis/authz/store"
 )
 
@@ -87,7 +88,7 @@ type Manager struct {
 	ready  atomic.Bool
 	loadMu sync.Mutex // serialises list+install so a stale list never wins
 
-	hooks *notifier
+	hooks *webhook.Sender[Notification]
 }
 
 // New returns a manager with cfg (validated without a policy; cmd validates
@@ -132,7 +133,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 
 func (m *Manager) install(c *compiled) {
 	m.cfg.Store(c)
-	m.hooks.setSinks(c.Webhooks)
+	m.hooks.SetSinks(webhookSinks(c.Webhooks))
 }
 
 // SetConfig swaps the configuration (reload). Requests and grants survive;
@@ -169,7 +170,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { m.hooks.run(ctx) })
+	wg.Go(func() { m.hooks.Run(ctx) })
 	if events == nil {
 		// Without a feed no resync arrives to trigger the first load.
 		m.resync(ctx)

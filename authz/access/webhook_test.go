@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/authz/internal/webhook"
 )
 
 type hookCall struct {
@@ -145,7 +147,7 @@ func TestWebhookNeverBlocksSubmit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for range hookQueue + 10 {
+	for range webhook.QueueSize + 10 {
 		m.notify(NotifyRequest, Request{ID: "rq-x"}, "", nil)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
+	"github.com/portcullis/portcullis/authz/internal/webhook"
 	"github.com/portcullis/portcullis/authz/store"
 )
 
@@ -92,7 +93,7 @@ type Engine struct {
 	st     Store
 	opts   Options
 	log    *slog.Logger
-	alerts *alerter
+	alerts *webhook.Sender[Alert]
 	usage  usageTable
 	dedup  struct {
 		sync.Mutex
@@ -136,7 +137,7 @@ func (e *Engine) SetConfig(cfg Config) error {
 	}
 	c := compile(cfg.WithDefaults())
 	e.cfg.Store(c)
-	e.alerts.setSinks(c.Webhooks)
+	e.alerts.SetSinks(webhookSinks(c.Webhooks))
 	return nil
 }
 
@@ -148,7 +149,7 @@ func (e *Engine) now() time.Time { return e.opts.Now() }
 // Run delivers alerts and flushes usage counts until ctx ends.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { e.alerts.run(ctx) })
+	wg.Go(func() { e.alerts.Run(ctx) })
 	wg.Go(func() { e.runUsage(ctx) })
 	wg.Wait()
 }

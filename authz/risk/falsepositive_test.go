@@ -130,7 +130,7 @@ func TestFalsePositiveWeek(t *testing.T) {
 	actx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for _, e := range engines {
-		go e.alerts.run(actx)
+		go e.alerts.Run(actx)
 	}
 
 	users, logins := generateWeek(fpSeed(t))

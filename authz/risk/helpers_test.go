@@ -244,28 +244,10 @@ func (ev *env) riskEvents() map[string]int {
 
 // queued is how many alerts wait in e's queues (no Run: nothing drains
 // them), summed over its sinks.
-func queued(e *Engine) int {
-	e.alerts.mu.Lock()
-	defer e.alerts.mu.Unlock()
-	n := 0
-	for _, q := range e.alerts.queues {
-		n += len(q)
-	}
-	return n
-}
+func queued(e *Engine) int { return e.alerts.Queued() }
 
 // drainAlerts empties e's queues and returns what was in them.
-func drainAlerts(e *Engine) []Alert {
-	e.alerts.mu.Lock()
-	defer e.alerts.mu.Unlock()
-	var out []Alert
-	for _, q := range e.alerts.queues {
-		for len(q) > 0 {
-			out = append(out, <-q)
-		}
-	}
-	return out
-}
+func drainAlerts(e *Engine) []Alert { return e.alerts.Drain() }
 
 // alertSink is a webhook that nobody serves: with no Run, alerts stay
 // queued where queued() and drainAlerts() see them.
