@@ -233,12 +233,19 @@ func (u *Uploader) RunDue(ctx context.Context) time.Time {
 	}
 	u.mu.Unlock()
 	slices.SortFunc(due, func(a, b *item) int { return cmp.Or(a.due.Compare(b.due), cmp.Compare(a.name, b.name)) })
-	for _, it := range due {
+	for i, it := range due {
 		if ctx.Err() != nil {
 			break
 		}
 		next, err := u.process(ctx, it.name)
 		u.settle(it, next, err)
+		if errors.Is(err, ErrUnavailable) {
+			// The bucket is down (or refuses us): the others would only
+			// fail the same way, each after its own time-out. They wait
+			// for this one's retry, without counting as failed.
+			u.postpone(due[i+1:], it)
+			break
+		}
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -274,6 +281,17 @@ func (u *Uploader) settle(it *item, next time.Time, err error) {
 		delete(u.items, it.name)
 	default:
 		it.attempts, it.lastErr, it.due = 0, nil, next
+	}
+}
+
+// postpone moves items (not yet tried) to failed's retry time.
+func (u *Uploader) postpone(items []*item, failed *item) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, it := range items {
+		if it.due.Before(failed.due) {
+			it.due = failed.due
+		}
 	}
 }
 
