@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/portcullis/portcullis/authz/internal/webhook"
 )
 
 // The webhook sink POSTs each batch as JSON lines (Content-Type
@@ -27,6 +29,9 @@ import (
 // included: none is followed), or no answer within the timeout, is
 // retried by the Shipper with backoff, indefinitely: a record is never
 // dropped for a receiver that refuses it.
+//
+// Send's errors never contain the URL: they reach the log and the sink's
+// status, and a Slack-style URL carries its secret in the path.
 
 type webhookSink struct {
 	cfg    SinkConfig
@@ -58,7 +63,7 @@ func (s *webhookSink) Send(ctx context.Context, recs []Record) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return webhook.Redact(err, s.cfg.URL)
 	}
 	h := req.Header
 	h.Set("Content-Type", "application/x-ndjson")
@@ -73,7 +78,7 @@ func (s *webhookSink) Send(ctx context.Context, recs []Record) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return err
+		return webhook.Redact(err, s.cfg.URL)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -63,9 +64,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newSender(c *http.Client, a *afterRec, log io.Writer) *Sender[msg] {
+func newSender(c *http.Client, a *afterRec, logs io.Writer) *Sender[msg] {
 	return New(Options[msg]{
-		Client: c, After: a.after, Log: slog.New(slog.NewTextHandler(log, nil)),
+		Client: c, After: a.after, Log: slog.New(slog.NewTextHandler(logs, nil)),
 		UserAgent: "portcullis-test", IDHeader: "X-Portcullis-Test-ID", Noun: "message",
 		ID: func(m msg) string { return m.ID },
 		Encode: func(format string, m msg) ([]byte, error) {
@@ -94,17 +95,17 @@ func TestDeliver(t *testing.T) {
 		format   string
 		calls    int
 		waits    []time.Duration
-		log      string
+		wantLog  string
 	}{
-		{name: "signed, first try", secret: secret, calls: 1, log: "message delivered"},
-		{name: "unsigned", calls: 1, log: "message delivered"},
+		{name: "signed, first try", secret: secret, calls: 1, wantLog: "message delivered"},
+		{name: "unsigned", calls: 1, wantLog: "message delivered"},
 		{name: "5xx, 408 and 429 retried with backoff", statuses: []int{500, 408, 429}, calls: 4,
-			waits: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}, log: "attempt=4"},
-		{name: "4xx not retried", statuses: []int{403}, calls: 1, log: "status 403 (not retried)"},
-		{name: "redirect not retried", statuses: []int{302}, calls: 1, log: "status 302 (not retried)"},
+			waits: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}, wantLog: "attempt=4"},
+		{name: "4xx not retried", statuses: []int{403}, calls: 1, wantLog: "status 403 (not retried)"},
+		{name: "redirect not retried", statuses: []int{302}, calls: 1, wantLog: "status 302 (not retried)"},
 		{name: "gives up", statuses: slices.Repeat([]int{503}, 10), calls: Attempts,
-			waits: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}, log: "attempts=6"},
-		{name: "encoding fails", format: "broken", calls: 0, log: "cannot encode"},
+			waits: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}, wantLog: "attempts=6"},
+		{name: "encoding fails", format: "broken", calls: 0, wantLog: "cannot encode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
@@ -125,9 +126,9 @@ func TestDeliver(t *testing.T) {
 			}))
 			defer srv.Close()
 			a := &afterRec{}
-			var log syncBuffer
+			var logs syncBuffer
 			c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-			s := newSender(c, a, &log)
+			s := newSender(c, a, &logs)
 			s.deliver(t.Context(), Sink{Name: "chat", URL: srv.URL + "/hook", Format: tc.format, Secret: tc.secret}, msg{ID: "m-1", Text: "hello"})
 			if len(calls) != tc.calls {
 				t.Fatalf("%d calls, want %d", len(calls), tc.calls)
@@ -148,8 +149,8 @@ func TestDeliver(t *testing.T) {
 			if w := a.get(); !slices.Equal(w, tc.waits) {
 				t.Errorf("waits %v, want %v", w, tc.waits)
 			}
-			if !strings.Contains(log.String(), tc.log) || !strings.Contains(log.String(), "sink=chat") {
-				t.Errorf("log lacks %q or the sink name:\n%s", tc.log, log.String())
+			if !strings.Contains(logs.String(), tc.wantLog) || !strings.Contains(logs.String(), "sink=chat") {
+				t.Errorf("log lacks %q or the sink name:\n%s", tc.wantLog, logs.String())
 			}
 		})
 	}
@@ -200,7 +201,9 @@ func TestDeliveryErrorsOmitURL(t *testing.T) {
 			http.Redirect(w, r, r.URL.Path+"?again", http.StatusFound)
 		}), client: &http.Client{}, cause: "stopped after 10 redirects"},
 		{name: "untrusted certificate", base: func(t *testing.T) string {
-			srv := httptest.NewTLSServer(http.NotFoundHandler())
+			srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake error is expected
+			srv.StartTLS()
 			t.Cleanup(srv.Close)
 			return srv.URL
 		}, cause: "certificate"},
@@ -213,10 +216,10 @@ func TestDeliveryErrorsOmitURL(t *testing.T) {
 			if client == nil {
 				client = &http.Client{}
 			}
-			var log syncBuffer
-			s := newSender(client, &afterRec{}, &log)
+			var logs syncBuffer
+			s := newSender(client, &afterRec{}, &logs)
 			s.deliver(t.Context(), Sink{Name: "slack-ops", URL: raw}, msg{ID: "m-1"})
-			out := log.String()
+			out := logs.String()
 			for _, secret := range []string{"xoxSecretToken789", "B0456", "xoxQuerySecret", raw} {
 				if strings.Contains(out, secret) {
 					t.Errorf("log contains %q:\n%s", secret, out)
@@ -283,8 +286,8 @@ func TestQueues(t *testing.T) {
 			return call{}
 		}
 	}
-	var log syncBuffer
-	s := newSender(srv.Client(), &afterRec{}, &log)
+	var logs syncBuffer
+	s := newSender(srv.Client(), &afterRec{}, &logs)
 	a := Sink{Name: "a", URL: srv.URL + "/a", Secret: []byte("old")}
 	b := Sink{Name: "b", URL: srv.URL + "/b"}
 	s.SetSinks([]Sink{a})
@@ -294,8 +297,8 @@ func TestQueues(t *testing.T) {
 	if n := s.Queued(); n != QueueSize {
 		t.Fatalf("%d queued, want %d", n, QueueSize)
 	}
-	if n := strings.Count(log.String(), "message queue full, message dropped"); n != 3 || !strings.Contains(log.String(), "text=t") {
-		t.Fatalf("%d drops logged:\n%s", n, log.String())
+	if n := strings.Count(logs.String(), "message queue full, message dropped"); n != 3 || !strings.Contains(logs.String(), "text=t") {
+		t.Fatalf("%d drops logged:\n%s", n, logs.String())
 	}
 	if n := len(s.Drain()); n != QueueSize || s.Queued() != 0 {
 		t.Fatalf("drained %d, %d left", n, s.Queued())
