@@ -148,24 +148,7 @@ func (b *builder) access(s AccessSection, pol *authz.Policy, pc authz.PolicyConf
 
 // accessWebhook resolves one approver notification sink.
 func (b *builder) accessWebhook(i int, w AccessWebhookSection) access.WebhookConfig {
-	path := fmt.Sprintf("access.webhooks[%d]", i)
-	wc := access.WebhookConfig{Name: w.Name, URL: w.URL}
-	switch {
-	case w.URL != "" && w.URLSecret.IsSet():
-		b.errAt(path+".url", "give only one of url, url_file and url_env")
-	case w.URL == "" && !w.URLSecret.IsSet():
-		b.errAt(path+".url", "missing: give url, or url_file / url_env when the URL itself is a credential")
-	case w.URLSecret.IsSet():
-		if b.opts.FakeSecrets {
-			wc.URL = fakeAccessWebhookURL(i)
-		} else {
-			wc.URL = b.textSecret(w.URLSecret)
-		}
-	}
-	if w.Secret.IsSet() {
-		if s := b.textSecret(w.Secret); s != "" {
-			wc.Secret = []byte(s)
-		}
-	}
+	wc := access.WebhookConfig{Name: w.Name}
+	wc.URL, wc.Secret = b.webhookTarget(fmt.Sprintf("access.webhooks[%d]", i), w.URL, w.URLSecret, w.Secret, fakeAccessWebhookURL(i))
 	return wc
 }

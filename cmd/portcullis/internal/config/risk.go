@@ -170,29 +170,37 @@ func (b *builder) geoipDatabase(file string) string {
 	return name
 }
 
-// webhook resolves one alert sink: its URL from url or url_file/url_env,
-// and its signing secret from secret_file/secret_env.
+// webhook resolves one alert sink.
 func (b *builder) webhook(i int, w WebhookSection) risk.Webhook {
-	path := fmt.Sprintf("risk.alerts.webhooks[%d]", i)
-	rw := risk.Webhook{Name: w.Name, URL: w.URL, Format: w.Format}
-	switch {
-	case w.URL != "" && w.URLSecret.IsSet():
-		b.errAt(path+".url", "give only one of url, url_file and url_env")
-	case w.URL == "" && !w.URLSecret.IsSet():
-		b.errAt(path+".url", "missing: give url, or url_file / url_env when the URL itself is a credential")
-	case w.URLSecret.IsSet():
-		if b.opts.FakeSecrets {
-			rw.URL = fakeWebhookURL(i)
-		} else {
-			rw.URL = b.textSecret(w.URLSecret)
-		}
-	}
-	if w.Secret.IsSet() {
-		if s := b.textSecret(w.Secret); s != "" {
-			rw.Secret = []byte(s)
-		}
-	}
+	rw := risk.Webhook{Name: w.Name, Format: w.Format}
+	rw.URL, rw.Secret = b.webhookTarget(fmt.Sprintf("risk.alerts.webhooks[%d]", i), w.URL, w.URLSecret, w.Secret, fakeWebhookURL(i))
 	return rw
+}
+
+// webhookTarget resolves a webhook's URL, from url or, when the URL itself
+// is a credential, url_file / url_env (exactly one of them), and its
+// signing secret from secret_file / secret_env (nil when unset or
+// empty). Under FakeSecrets a URL from a secret is fake. The receiving
+// package's Validate checks the URL's form (https, or http only to
+// loopback). Risk alerts and access notifications share these conventions.
+func (b *builder) webhookTarget(path, url string, urlRef, secret SecretRef, fake string) (string, []byte) {
+	switch {
+	case url != "" && urlRef.IsSet():
+		b.errAt(path+".url", "give only one of url, url_file and url_env")
+	case url == "" && !urlRef.IsSet():
+		b.errAt(path+".url", "missing: give url, or url_file / url_env when the URL itself is a credential")
+	case urlRef.IsSet():
+		if b.opts.FakeSecrets {
+			url = fake
+		} else {
+			url = b.textSecret(urlRef)
+		}
+	}
+	var key []byte
+	if s := b.textSecret(secret); s != "" {
+		key = []byte(s)
+	}
+	return url, key
 }
 
 // riskErrors maps risk.Config.Validate's messages ("field: message",
