@@ -130,8 +130,10 @@ func (m *Manager) RevokeGrant(ctx context.Context, actor, grantID, reason string
 		marked := false
 		if derr == nil && g.Source == SourceTemporary {
 			// Mark first: a reconcile that sees the grant missing must
-			// already see the request revoked.
-			if err := m.markRevoked(ctx, g.RequestID, actor, reason); err != nil && !errors.Is(err, ErrNotFound) {
+			// already see the request revoked. A request record that does
+			// not decode cannot be reconciled either, and must not keep
+			// its grant from being revoked.
+			if err := m.markRevoked(ctx, g.RequestID, actor, reason); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
 				return err
 			}
 			marked = true

@@ -163,7 +163,15 @@ func decodeRequest(id string, b []byte) (Request, error) {
 		return Request{}, corrupt(KindRequest, id, "bad approval count")
 	}
 	switch r.State {
-	case StatePending, StateDenied, StateExpired, StateCancelled:
+	case StatePending:
+		// Approve closes a request the moment it has enough approvals:
+		// a pending one with as many is not ours, and one more approval
+		// would store more than MaxApprovals (a record nobody could
+		// read again).
+		if len(r.Approvals) >= r.Needed {
+			return Request{}, corrupt(KindRequest, id, "pending with enough approvals")
+		}
+	case StateDenied, StateExpired, StateCancelled:
 	case StateApproved:
 		if len(r.Approvals) == 0 || r.GrantID != r.ID {
 			return Request{}, corrupt(KindRequest, id, "approved without approvals")
