@@ -89,6 +89,11 @@ func (m *Manager) getHeaderByID(ctx context.Context, id string) (header, []byte,
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return header{}, nil, corrupt("campaign "+id, err)
 	}
+	// Items and writes go by h.ID: a header under another key (or
+	// "null", which decodes to no ID) would act on another campaign.
+	if h.ID != id {
+		return header{}, nil, corrupt("campaign "+id, errors.New("ID does not match its key"))
+	}
 	return h, raw, nil
 }
 
@@ -276,6 +281,9 @@ func (m *Manager) headers(ctx context.Context) ([]header, error) {
 		var h header
 		if err := json.Unmarshal(b, &h); err != nil {
 			return nil, corrupt("campaign "+id, err)
+		}
+		if h.ID != id {
+			return nil, corrupt("campaign "+id, errors.New("ID does not match its key"))
 		}
 		hs = append(hs, h)
 	}
