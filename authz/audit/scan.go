@@ -91,7 +91,9 @@ func scanFile(ctx context.Context, name string, since, until time.Time, fn func(
 		}
 		ev = Event{}
 		if err := json.Unmarshal(body, &ev); err != nil {
-			return fmt.Errorf("audit: %s:%d: record does not decode: %v", base, n, err)
+			// The decoder's message may quote the whole offending value
+			// (up to maxLineLen): the error is logged, so it is cut short.
+			return fmt.Errorf("audit: %s:%d: record does not decode: %.200v", base, n, err)
 		}
 		if reservedType(ev.Type) {
 			continue
