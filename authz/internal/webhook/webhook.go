@@ -97,8 +97,15 @@ type Sender[T any] struct {
 	wg     sync.WaitGroup    // workers started while Run runs
 }
 
-// New returns a Sender with no sinks.
+// New returns a Sender with no sinks. Redirects are never followed,
+// whatever o.Client says: a signed message goes to the configured address
+// or nowhere (a receiver answering 3xx is a failed delivery).
 func New[T any](o Options[T]) *Sender[T] {
+	if o.Client != nil {
+		c := *o.Client
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		o.Client = &c
+	}
 	return &Sender[T]{o: o, idKey: o.Noun + "_id", queues: map[string]chan T{}}
 }
 

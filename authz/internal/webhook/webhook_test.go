@@ -127,8 +127,8 @@ func TestDeliver(t *testing.T) {
 			defer srv.Close()
 			a := &afterRec{}
 			var logs syncBuffer
-			c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-			s := newSender(c, a, &logs)
+			// A default client follows redirects: the Sender must not.
+			s := newSender(&http.Client{}, a, &logs)
 			s.deliver(t.Context(), Sink{Name: "chat", URL: srv.URL + "/hook", Format: tc.format, Secret: tc.secret}, msg{ID: "m-1", Text: "hello"})
 			if len(calls) != tc.calls {
 				t.Fatalf("%d calls, want %d", len(calls), tc.calls)
