@@ -19,8 +19,11 @@ setup:
 	./e2e/setup.sh
 
 # Installs what is missing, then vet, gofmt and every test with the race detector.
+# The race detector shrinks the audit verify test to 100,000 records; the
+# full 1,000,000-record trail is then verified without it (~2 s).
 test: setup check
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -count=1 -run '^TestVerifyMillion$$' -v ./authz/audit/
 
 check: vet fmt-check
 

@@ -50,7 +50,8 @@ func genTrail(t testing.TB, dir, instance string, key ed25519.PrivateKey, n int)
 
 // An untouched trail of 1,000,000 records verifies, streaming: the heap
 // stays small whatever the trail's size (about 300 MB here). The 1M case
-// runs in normal test runs (about 10 s here); under the race detector,
+// runs in normal test runs (about 2 s here; `make test` runs it so after
+// the race-enabled pass); under the race detector,
 // which instruments every byte the parser reads, and with -short, the
 // same test runs on 100,000 records. AUDIT_VERIFY_N overrides the count.
 func TestVerifyMillion(t *testing.T) {
