@@ -1,9 +1,7 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -40,24 +38,5 @@ func (e *Embedded) ListPresence(ctx context.Context, kind string) (map[string][]
 	if err := checkPresence(kind, "-"); err != nil {
 		return nil, err
 	}
-	out := map[string][]byte{}
-	prefix := indexPrefix(kind)
-	err := e.view(ctx, func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketPresence).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			r, err := e.get(tx, bucketPresence, k, 1)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				continue
-			case err != nil:
-				return err
-			}
-			out[string(k[len(prefix):])] = r.fields[0]
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return e.listKind(ctx, bucketPresence, kind)
 }

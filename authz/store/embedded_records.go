@@ -106,12 +106,19 @@ func (e *Embedded) ListRecords(ctx context.Context, kind string) (map[string][]b
 	if err := checkRecordKind(kind); err != nil {
 		return nil, err
 	}
+	return e.listKind(ctx, bucketRecords, kind)
+}
+
+// listKind returns the live records of bucket whose key is kind's index
+// prefix followed by an ID, by ID. Expired entries are skipped; any other
+// failure fails the whole listing (callers must not decide from part of it).
+func (e *Embedded) listKind(ctx context.Context, bucket []byte, kind string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	prefix := indexPrefix(kind)
 	err := e.view(ctx, func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketRecords).Cursor()
+		c := tx.Bucket(bucket).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			r, err := e.get(tx, bucketRecords, k, 1)
+			r, err := e.get(tx, bucket, k, 1)
 			switch {
 			case errors.Is(err, ErrNotFound):
 				continue
