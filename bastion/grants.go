@@ -153,29 +153,61 @@ func (c *conn) redecide(code string, grantsKnown bool) bool {
 	if c.ctx.Err() != nil {
 		return false
 	}
-	old := c.granted()
-	a := c.access()
-	if !grantsKnown {
-		a.sub.Roles = a.base
-	}
-	a.within = old.roles
-	dec, g := c.b.decide(c.b.policy.Load(), a)
-	reason := string(dec.Reason)
-	switch {
-	case dec.Allow && !old.lendsMore(&g):
-		// Never later than the start's maximum duration.
-		g.maxEnd = minTime(g.maxEnd, old.maxEnd)
-		g.setDeadline()
-		c.perm.Store(&g)
+	old, reason, ok := c.decideAgainLocked(grantsKnown)
+	if ok {
 		return true
-	case dec.Allow:
-		reason = "permission-withdrawn"
 	}
 	if !grantsKnown {
 		code = ReasonStoreUnavailable
 	}
 	c.endForGrant(code, reason, old)
 	return false
+}
+
+// reevaluate decides c again after a policy swap, by redecide's rules:
+// only the roles the session started with may keep it (a role granted
+// since, which may expire without any event, must not), and it ends when
+// it would lose a permission (channels it opens later are checked against
+// its grant, which must not lend what no role lends any more). It reports
+// whether the session goes on (one already ending counts as going on:
+// someone else ended it).
+func (c *conn) reevaluate() bool {
+	c.redecideMu.Lock()
+	defer c.redecideMu.Unlock()
+	if c.ctx.Err() != nil {
+		return true
+	}
+	if _, _, ok := c.decideAgainLocked(!c.b.grantsUnknown.Load()); ok {
+		return true
+	}
+	c.cancel(causePolicyChanged)
+	return false
+}
+
+// decideAgainLocked is the shared re-decision (redecideMu held): on allow
+// without a lost permission it installs the new grant, bounded by the
+// start's maximum duration, and reports ok; otherwise it returns the
+// grant the session had and the policy's reason.
+func (c *conn) decideAgainLocked(grantsKnown bool) (old *grant, reason string, ok bool) {
+	old = c.granted()
+	a := c.access()
+	if !grantsKnown {
+		a.sub.Roles = a.base
+	}
+	a.within = old.roles
+	dec, g := c.b.decide(c.b.policy.Load(), a)
+	reason = string(dec.Reason)
+	switch {
+	case dec.Allow && !old.lendsMore(&g):
+		// Never later than the start's maximum duration.
+		g.maxEnd = minTime(g.maxEnd, old.maxEnd)
+		g.setDeadline()
+		c.perm.Store(&g)
+		return old, reason, true
+	case dec.Allow:
+		reason = "permission-withdrawn"
+	}
+	return old, reason, false
 }
 
 // endForGrant ends c because a grant it needed is gone: the user is told

@@ -271,14 +271,14 @@ func (b *Bastion) recheck(ctx context.Context, match func(SessionInfo) bool) {
 }
 
 // Reevaluate asks the current policy again about every live session and
-// ends those it no longer allows (role removed, rule changed, allowlist
-// narrowed). cmd calls it after swapping the policy.
+// ends those it no longer allows in full (role removed, rule changed,
+// allowlist narrowed, a permission withdrawn), deciding only on the roles
+// each session started with (conn.reevaluate). cmd calls it after
+// swapping the policy.
 func (b *Bastion) Reevaluate() int {
 	n := 0
-	p := b.policy.Load()
 	for _, c := range b.registry.snapshot() {
-		if dec, _ := b.decide(p, c.access()); !dec.Allow {
-			c.cancel(causePolicyChanged)
+		if !c.reevaluate() {
 			n++
 		}
 	}
