@@ -228,10 +228,13 @@ type Options struct {
 // Store is a bucket (and prefix) holding recordings. Safe for concurrent
 // use.
 type Store struct {
-	c      *minio.Client
-	bucket string
-	prefix string // "" or ends in "/"
-	log    *slog.Logger
+	c *minio.Client
+	// endpoint is the server (scheme://host:port): the same bucket name
+	// on another server is another bucket (upload markers name both).
+	endpoint string
+	bucket   string
+	prefix   string // "" or ends in "/"
+	log      *slog.Logger
 	// maxSingle and partSize are maxSinglePut and partSize (tests
 	// lower them to exercise multipart uploads).
 	maxSingle, partSize int64
@@ -290,7 +293,11 @@ func New(cfg Config, opts Options) (*Store, error) {
 	if p != "" {
 		p += "/"
 	}
-	return &Store{c: c, bucket: cfg.Bucket, prefix: p, log: log, maxSingle: maxSinglePut, partSize: partSize}, nil
+	scheme := "http://"
+	if secure {
+		scheme = "https://"
+	}
+	return &Store{c: c, endpoint: scheme + host, bucket: cfg.Bucket, prefix: p, log: log, maxSingle: maxSinglePut, partSize: partSize}, nil
 }
 
 func cmpOr(a, b string) string {

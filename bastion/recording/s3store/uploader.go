@@ -305,6 +305,9 @@ func backoff(attempts int) time.Duration {
 
 // marker is what a verified upload leaves beside the recording.
 type marker struct {
+	// Endpoint: a marker of another server's bucket (same name, moved
+	// storage) must not pass for an upload to this one.
+	Endpoint string    `json:"endpoint"`
 	Bucket   string    `json:"bucket"`
 	Key      string    `json:"key"`
 	Bytes    int64     `json:"bytes"`
@@ -319,7 +322,7 @@ type marker struct {
 }
 
 func (m *marker) matches(s *Store, name string, fi fs.FileInfo) bool {
-	return m.Bucket == s.bucket && m.Key == s.Key(name) && m.Bytes == fi.Size() &&
+	return m.Endpoint == s.endpoint && m.Bucket == s.bucket && m.Key == s.Key(name) && m.Bytes == fi.Size() &&
 		m.MTime == fi.ModTime().UnixNano() && m.CTime == changeTime(fi)
 }
 
@@ -455,7 +458,7 @@ func (u *Uploader) upload(ctx context.Context, name string, f *os.File, fi fs.Fi
 	if after, serr := os.Lstat(f.Name()); serr != nil || !sameFile(fi, after) {
 		return nil, errChanged
 	}
-	m := &marker{Bucket: u.s.bucket, Key: obj.Key, Bytes: size, SHA256: HexSHA256(sum.SHA256), ETag: obj.ETag,
+	m := &marker{Endpoint: u.s.endpoint, Bucket: u.s.bucket, Key: obj.Key, Bytes: size, SHA256: HexSHA256(sum.SHA256), ETag: obj.ETag,
 		Uploaded: u.opts.Now().UTC(), MTime: fi.ModTime().UnixNano(), CTime: changeTime(fi)}
 	if err := u.writeMarker(name, m); err != nil {
 		// Uploaded, but a restart would not know: it uploads again.
