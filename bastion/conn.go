@@ -240,7 +240,10 @@ func (c *conn) setup() {
 	// A grant change followed while the session is not registered yet
 	// is caught by comparing generations once it is (below).
 	gen := c.b.grantGen.Load()
-	dec, g := c.b.decide(c.b.policy.Load(), c.access())
+	// Likewise a policy swapped meanwhile (Reevaluate runs over the
+	// registered sessions only): compared once registered.
+	pol := c.b.policy.Load()
+	dec, g := c.b.decide(pol, c.access())
 	ev := c.event(audit.TypeDecision)
 	ev.Reason = string(dec.Reason)
 	ev.Attrs["role"], ev.Attrs["rule"] = dec.Role, dec.Rule
@@ -287,6 +290,9 @@ func (c *conn) setup() {
 	// session was registered, ends it now.
 	c.recheckLock()
 	if c.b.grants != nil && c.b.grantGen.Load() != gen && !c.redecide(EndGrantRevoked, !c.b.grantsUnknown.Load()) {
+		return
+	}
+	if c.b.policy.Load() != pol && !c.reevaluate() {
 		return
 	}
 	go c.dialUpstream()

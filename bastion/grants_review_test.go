@@ -2,6 +2,8 @@ package bastion
 
 import (
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,4 +95,45 @@ func TestPolicyReloadWithGrants(t *testing.T) {
 		e.clock.Advance(11 * time.Minute)
 		e.endedBy(t, ls, EndGrantExpired, grantExpiredMessage)
 	})
+}
+
+// TestPolicyReloadDuringSetup: a policy swapped (and Reevaluate run) while
+// a session was decided on the old policy but not yet registered still
+// reaches it, as a grant change does (TestGrantRevokedDuringSetup).
+func TestPolicyReloadDuringSetup(t *testing.T) {
+	fg := newFakeGrants()
+	e := grantsEnv(t, fg, false)
+	fg.grant("sam", "eng", time.Time{})
+	pc := grantsPolicy()
+	pc.Roles[0].Allow = []authz.Rule{{Targets: []string{"web-1"}, Logins: []string{"root"}}}
+	moved, err := authz.Compile(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fired atomic.Bool
+	fg.afterUntil = func(userID, role string) {
+		// The setup's decision (after the login was recorded): the
+		// reload swaps the policy and decides the registered sessions
+		// again before this one is registered.
+		if userID != "sam" || e.spy.count(riskCall{"record", "", "sam", "127.0.0.1"}) == 0 || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		e.policy.Store(moved)
+		e.b.Reevaluate()
+	}
+	c := e.goClient(e.issue("sam", nil, []string{"root"}, nil), "root@db-1")
+	s, err := c.NewSession()
+	if err == nil {
+		out, _ := s.CombinedOutput("echo hello")
+		if strings.Contains(string(out), "hello") {
+			t.Fatalf("the session ran on a policy replaced before it was registered: %q", out)
+		}
+	}
+	evs := e.audit.Find(TypeSSHSessionStart, "")
+	if len(evs) != 1 {
+		t.Fatalf("session starts %+v", evs)
+	}
+	if end := e.waitSessionEnd(evs[0].SessionID); end.Reason != "policy-changed" {
+		t.Fatalf("end %+v", end)
+	}
 }
