@@ -47,6 +47,12 @@ const stateDir = ".s3"
 // markerExt ends a marker file's name: <stateDir>/<id>.pcrec.uploaded.
 const markerExt = ".uploaded"
 
+// receiptExt ends a receipt's name: <stateDir>/<id>.pcrec.receipt. A
+// receipt is written when the local copy is removed and describes the
+// object that is then the only copy (see ReadReceipt). Scan leaves
+// receipts alone; the retention purge removes them with their object.
+const receiptExt = ".receipt"
+
 // UploaderOptions are an Uploader's settings and injected dependencies.
 type UploaderOptions struct {
 	// Dir is the bastion's recordings directory.
@@ -347,7 +353,14 @@ func (u *Uploader) readMarker(name string) *marker {
 // writeMarker writes name's marker durably (temp file, fsync, rename,
 // fsync of the directory).
 func (u *Uploader) writeMarker(name string, m *marker) error {
-	dir := filepath.Join(u.opts.Dir, stateDir)
+	return writeState(u.opts.Dir, name+markerExt, m)
+}
+
+// writeState writes m as file in the state directory of recording
+// directory rdir, durably (temp file, fsync, rename, fsync of the
+// directory).
+func writeState(rdir, file string, m *marker) error {
+	dir := filepath.Join(rdir, stateDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -367,7 +380,7 @@ func (u *Uploader) writeMarker(name string, m *marker) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), u.markerPath(name))
+		err = os.Rename(tmp.Name(), filepath.Join(dir, file))
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
@@ -519,6 +532,14 @@ func (u *Uploader) removeLocal(ctx context.Context, name, path string, m *marker
 	// Last look: unchanged since the marker (not re-wrapped meanwhile).
 	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || !m.matches(u.s, name, fi) {
 		return nil // gone, or changed: a later scan uploads it again
+	}
+	// From here the object is the only copy: whoever can write to the
+	// bucket could cut it at a chunk boundary, and a recording cut short
+	// still authenticates up to its cut (as after a crash). The receipt,
+	// kept on this host, lets a read tell the object it fetches from the
+	// one that was uploaded.
+	if err := writeState(u.opts.Dir, name+receiptExt, m); err != nil {
+		return u.failed(name, m.Bytes, "local-write", fmt.Errorf("writing the receipt: %w", err))
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return u.failed(name, m.Bytes, "local-write", err)

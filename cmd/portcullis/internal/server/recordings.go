@@ -181,6 +181,17 @@ func (s *recordingStore) ExportRecording(ctx context.Context, id string, w io.Wr
 			return remoteErr(err)
 		}
 		defer f.Close()
+		// Cut, replaced or extended in the bucket since this host removed
+		// its copy: a cut recording would otherwise export "up to its
+		// cut", as after a crash, hiding the end of the session.
+		if rcpt, ok, err := s3store.ReadReceipt(s.dir, id+recording.FileExt); err != nil {
+			return err
+		} else if ok {
+			if err := cmp.Or(rcpt.CheckObject(obj), rcpt.CheckContent(f, obj.Size)); err != nil {
+				s.log.Error("recording export refused: the object is not the one uploaded", "recording", id, "err", err)
+				return fmt.Errorf("%w: %w", recording.ErrTampered, err)
+			}
+		}
 		return s.export(ctx, id, f, obj.Size, w)
 	}
 	if err != nil {

@@ -79,6 +79,15 @@ func (s *recordingStore) remoteInfo(ctx context.Context, id string) (gateway.Rec
 // cache when o is unchanged (same ETag and size), else by reading and
 // authenticating the object.
 func (s *recordingStore) objectInfo(ctx context.Context, id string, o s3store.Object) (gateway.RecordingInfo, error) {
+	rcpt, ok, err := s3store.ReadReceipt(s.dir, o.Name)
+	if err != nil {
+		return gateway.RecordingInfo{}, err
+	}
+	if ok {
+		if err := rcpt.CheckObject(o); err != nil {
+			return gateway.RecordingInfo{}, fmt.Errorf("%w: %w", recording.ErrTampered, err)
+		}
+	}
 	s.mu.Lock()
 	c, ok := s.rcache[o.Name]
 	s.mu.Unlock()
@@ -90,6 +99,11 @@ func (s *recordingStore) objectInfo(ctx context.Context, id string, o s3store.Ob
 		return gateway.RecordingInfo{}, err
 	}
 	defer rc.Close()
+	if ok {
+		if err := rcpt.CheckObject(cur); err != nil { // changed since the listing
+			return gateway.RecordingInfo{}, fmt.Errorf("%w: %w", recording.ErrTampered, err)
+		}
+	}
 	info, err := s.readInfo(rc, o.Name, cur.Size)
 	if err != nil {
 		return gateway.RecordingInfo{}, err

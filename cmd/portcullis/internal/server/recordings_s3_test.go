@@ -189,6 +189,18 @@ func TestPurgeBucket(t *testing.T) {
 	if err := os.Chtimes(g.ObjectPath("recordings", "bastion/sess-old.pcrec"), old, old); err != nil {
 		t.Fatal(err)
 	}
+	// Receipts this host would hold for both (local copies removed).
+	receipt := func(n string) string {
+		return filepath.Join(cfg.Bastion.RecordingDir, ".s3", "sess-"+n+".pcrec.receipt")
+	}
+	for _, n := range []string{"old", "new"} {
+		if err := os.MkdirAll(filepath.Dir(receipt(n)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(receipt(n), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dry, err := in.Purge(ctx, "tester", true)
 	if err != nil || len(dry.Recordings) != 1 || dry.Recordings[0].Name != "s3://recordings/bastion/sess-old.pcrec" {
 		t.Fatalf("dry run %+v %v", dry.Recordings, err)
@@ -205,6 +217,12 @@ func TestPurgeBucket(t *testing.T) {
 	}
 	if _, err := in.recStore.Stat(ctx, "sess-new.pcrec"); err != nil {
 		t.Fatalf("recent object: %v", err)
+	}
+	if _, err := os.Stat(receipt("old")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the purged object's receipt is left: %v", err)
+	}
+	if _, err := os.Stat(receipt("new")); err != nil {
+		t.Fatalf("a kept object's receipt is gone: %v", err)
 	}
 	if err := in.Audit.Flush(); err != nil {
 		t.Fatal(err)

@@ -72,7 +72,9 @@ func (in *Instance) purgeObjects(ctx context.Context, actor string, dryRun bool,
 	for _, o := range expired {
 		if err := st.Delete(ctx, o.Name); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.URL(o.Name), err))
+			continue
 		}
+		s3store.RemoveReceipt(in.Config.Bastion.RecordingDir, o.Name)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return out, fmt.Errorf("retention: recording bucket: %w", err)
