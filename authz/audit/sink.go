@@ -123,6 +123,21 @@ func (s SinkStatus) Behind() uint64 {
 }
 
 // String is the status as one line (for logs and /healthz).
+// PublicString is String without the error text and the gaps' details
+// (file names, offsets): what an unauthenticated health check may show.
+// The details are in the log and in the admin's sink status.
+func (s SinkStatus) PublicString() string {
+	state := "ok"
+	if s.Failing {
+		state = "FAILING since " + s.FailingSince.UTC().Format(time.RFC3339)
+	}
+	out := fmt.Sprintf("audit sink %s (%s): %s, shipped through seq %d, %d behind", s.Name, s.Kind, state, s.Shipped, s.Behind())
+	if len(s.Gaps) > 0 {
+		out += fmt.Sprintf("; %d gaps", len(s.Gaps))
+	}
+	return out
+}
+
 func (s SinkStatus) String() string {
 	state := "ok"
 	if s.Failing {

@@ -948,3 +948,22 @@ func settleAll(t *testing.T, l *FileLog, dir string) uint64 {
 	t.Fatalf("head never reached %d", last)
 	return 0
 }
+
+// TestSinkStatusPublicString: what /healthz (unauthenticated) shows of a
+// failing sink carries no error text and no file details.
+func TestSinkStatusPublicString(t *testing.T) {
+	st := SinkStatus{Name: "siem", Kind: "webhook", Failing: true, FailingSince: time.Unix(100, 0),
+		LastError: "dial tcp 10.1.2.3:443: connection refused", Gaps: []string{"audit-gw-1.jsonl at offset 42"}}
+	pub := st.PublicString()
+	for _, secret := range []string{"10.1.2.3", "connection refused", "audit-gw-1.jsonl", "42"} {
+		if strings.Contains(pub, secret) {
+			t.Fatalf("public status %q carries %q", pub, secret)
+		}
+	}
+	if !strings.Contains(pub, "siem") || !strings.Contains(pub, "FAILING since 1970-01-01T00:01:40Z") || !strings.Contains(pub, "1 gaps") {
+		t.Fatalf("public status %q lacks the sink, its state or the gap count", pub)
+	}
+	if full := st.String(); !strings.Contains(full, "connection refused") {
+		t.Fatalf("full status %q lost the cause", full)
+	}
+}

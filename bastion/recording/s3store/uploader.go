@@ -586,6 +586,8 @@ func (u *Uploader) HealthNotes() []string {
 	if st.Failing == 0 {
 		return nil
 	}
-	return []string{fmt.Sprintf("degraded: recording uploads to s3://%s failing: %d of %d pending recordings, since %s: %s",
-		u.s.bucket, st.Failing, st.Pending, st.Since.UTC().Format(time.RFC3339), st.LastErr)}
+	// /healthz is public: no error text (endpoint addresses, session IDs,
+	// paths); the cause is in the error log.
+	return []string{fmt.Sprintf("degraded: recording uploads to s3://%s failing: %d of %d pending recordings, since %s",
+		u.s.bucket, st.Failing, st.Pending, st.Since.UTC().Format(time.RFC3339))}
 }

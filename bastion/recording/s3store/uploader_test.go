@@ -355,6 +355,10 @@ func TestUploaderBucketDown(t *testing.T) {
 			t.Fatalf("the secret key leaked: %s", s)
 		}
 	}
+	// /healthz is public: no error text (addresses, session IDs, paths).
+	if st := e.u.Status(); st.LastErr == "" || strings.Contains(notes[0], st.LastErr) || strings.Contains(notes[0], "offline") {
+		t.Fatalf("health note carries the error: %q (last error %q)", notes[0], st.LastErr)
+	}
 	e.g.start(t)
 	if next := e.u.RunDue(ctx); !next.IsZero() {
 		t.Fatalf("next %v after recovery", next)

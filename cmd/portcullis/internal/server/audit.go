@@ -94,7 +94,7 @@ func (in *Instance) auditHealthNotes() []string {
 	var out []string
 	for _, sh := range in.shippers {
 		if st := sh.Status(); st.Failing || len(st.Gaps) > 0 {
-			out = append(out, "degraded: "+st.String())
+			out = append(out, "degraded: "+st.PublicString()) // /healthz is public
 		}
 	}
 	return out
