@@ -51,6 +51,12 @@ type recordingStore struct {
 	log    *slog.Logger
 	remote *s3store.Store // nil: local recordings only
 
+	// fetches bounds the bucket-only recordings downloaded at once for an
+	// export: each is a whole temporary copy on the recordings disk, and
+	// a full disk would end live sessions (their recordings could not be
+	// written).
+	fetches chan struct{}
+
 	mu     sync.Mutex
 	cache  map[string]cachedRecording // by file name
 	rcache map[string]cachedObject    // by object name
@@ -72,12 +78,17 @@ type cachedRecording struct {
 // (nil: none) once their local copy is gone.
 func newRecordingStore(dir string, key *recording.Key, remote *s3store.Store, log *slog.Logger) *recordingStore {
 	return &recordingStore{dir: dir, key: key, remote: remote, log: log.With("component", "recordings"),
-		cache: map[string]cachedRecording{}, rcache: map[string]cachedObject{}}
+		cache: map[string]cachedRecording{}, rcache: map[string]cachedObject{},
+		fetches: make(chan struct{}, maxFetches)}
 }
 
 // maxListed bounds one listing (the newest are kept): a listing is a
 // JSON answer, not an export of the whole directory.
 const maxListed = 10000
+
+// maxFetches is how many bucket-only recordings are downloaded at once
+// for exports (more wait for a slot, or their request's end).
+const maxFetches = 2
 
 // ListRecordings lists userID's recordings (everyone's when userID is ""),
 // newest first.
@@ -173,6 +184,12 @@ func (s *recordingStore) ExportRecording(ctx context.Context, id string, w io.Wr
 		// Only in the bucket: fetched whole to a private temporary file,
 		// then verified and exported exactly like a local one.
 		var obj s3store.Object
+		select {
+		case s.fetches <- struct{}{}:
+			defer func() { <-s.fetches }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		f, obj, err = s.remote.Fetch(ctx, id+recording.FileExt, s3store.FetchDir(s.dir))
 		if err != nil {
 			if !errors.Is(err, s3store.ErrNotFound) {

@@ -93,3 +93,23 @@ func TestBucketCutRecordingRefused(t *testing.T) {
 		t.Fatal("a corrupt receipt was ignored")
 	}
 }
+
+// TestBucketFetchesBounded: exports of bucket-only recordings download
+// at most maxFetches at once; one more waits for a slot or for its
+// request to end, fetching nothing.
+func TestBucketFetchesBounded(t *testing.T) {
+	g := s3test.Start(t, false, "recordings")
+	rs := newRecordingStore(t.TempDir(), recKey(t, 3), bucketStore(t, g), slog.New(slog.DiscardHandler))
+	for range maxFetches {
+		rs.fetches <- struct{}{} // every slot taken by a download in flight
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := rs.ExportRecording(ctx, "sess-waiting", io.Discard); !errors.Is(err, context.Canceled) {
+		t.Fatalf("export with every fetch slot taken: %v, want to wait and give up with its request", err)
+	}
+	<-rs.fetches
+	if err := rs.ExportRecording(context.Background(), "sess-missing", io.Discard); err == nil {
+		t.Fatal("a recording in neither place was exported")
+	}
+}
