@@ -34,9 +34,15 @@ type running struct {
 
 func runInstance(t *testing.T, f *testfixture.Fixture) *running {
 	t.Helper()
+	return runWith(t, f, Options{})
+}
+
+// runWith is runInstance with options.
+func runWith(t *testing.T, f *testfixture.Fixture, opts Options) *running {
+	t.Helper()
 	cfg := load(t, f)
 	ctx, cancel := context.WithCancel(context.Background())
-	in, err := Open(ctx, cfg, Options{})
+	in, err := Open(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

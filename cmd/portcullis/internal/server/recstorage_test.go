@@ -10,13 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/portcullis/portcullis/authz/audit"
 	"github.com/portcullis/portcullis/bastion/recording"
 	"github.com/portcullis/portcullis/bastion/recording/s3store"
 	"github.com/portcullis/portcullis/bastion/recording/s3store/s3test"
-	"github.com/portcullis/portcullis/cmd/portcullis/internal/adminclient"
 	"github.com/portcullis/portcullis/cmd/portcullis/internal/testfixture"
 )
 
@@ -41,43 +39,6 @@ func testfixtureWithStorage(t *testing.T, g *s3test.Gateway, keep string) *testf
     secret_key_file: s3-secret
 `+keep)
 	return f
-}
-
-// runWith is runInstance with options.
-func runWith(t *testing.T, f *testfixture.Fixture, opts Options) *running {
-	t.Helper()
-	cfg := load(t, f)
-	ctx, cancel := context.WithCancel(context.Background())
-	in, err := Open(ctx, cfg, opts)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	adminLn, err := ListenAdmin(cfg.AdminSocket)
-	if err != nil {
-		in.Close()
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- in.Run(ctx, adminLn, nil, nil) }()
-	r := &running{in: in, admin: adminclient.NewUnix(cfg.AdminSocket, 10*time.Second)}
-	var once bool
-	r.stop = func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if err := in.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}
-	t.Cleanup(r.stop)
-	return r
 }
 
 // TestServeUploadsRecordings: a served instance with recording_storage
